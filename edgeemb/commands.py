@@ -1,0 +1,151 @@
+"""Runtime subcommands: info, encode, index build, search, demo."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+
+def add_parsers(sub, export_sub) -> None:
+    """Register the runtime subcommands."""
+    p = sub.add_parser("info", help="show a bundle's manifest and verify its checksums")
+    p.add_argument("bundle", nargs="?", default=None, help="bundle folder, 'default' or 'default-static'")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("encode", help="embed texts and print JSON vectors")
+    p.add_argument("bundle", help="bundle folder, 'default' or 'default-static'")
+    p.add_argument("texts", nargs="+", help="texts to embed")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("index", help="build a search index from a corpus file")
+    isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+    b = isub.add_parser("build", help="embed a corpus (.txt, .jsonl, .tsv) into an index folder")
+    b.add_argument("bundle", help="bundle folder, 'default' or 'default-static'")
+    b.add_argument("corpus", help=".txt (one doc per line), .jsonl (text field) or .tsv (header with text column)")
+    b.add_argument("-o", "--out", required=True, help="index folder to create")
+    b.add_argument("--text-field", default="text", help="column or JSON field holding the text (default: text)")
+    b.add_argument("--force", action="store_true", help="replace an existing index folder")
+    b.add_argument("--threads", type=int, default=None)
+    b.set_defaults(func=cmd_index_build)
+
+    p = sub.add_parser("search", help="query an index folder")
+    p.add_argument("index", help="index folder made by `edgeemb index build`")
+    p.add_argument("query", help="query text")
+    p.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
+    p.add_argument("--bundle", default=None, help="bundle to encode the query (default: the one that built the index)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("demo", help="index the built-in sample corpus and run a few queries")
+    p.add_argument("--bundle", default=None, help="bundle to use (default: the embedded default)")
+    p.add_argument("-k", type=int, default=3)
+    p.set_defaults(func=cmd_demo)
+
+
+def cmd_info(args) -> int:
+    from .bundle import verify_files
+    from .encoder import resolve_bundle
+    from .bundle import read_manifest
+
+    folder = resolve_bundle(args.bundle)
+    manifest = read_manifest(folder)
+    verify_files(folder, manifest)
+    m = manifest.to_dict()
+    size = sum(f["size"] for f in m["files"].values())
+    print(f"bundle   {folder}")
+    for key in ("name", "kind", "dim", "max_length", "pooling", "normalize", "quantization"):
+        print(f"{key:<12} {m[key]}")
+    print(f"{'files':<12} " + ", ".join(f"{n} ({f['size'] / 1e6:.1f} MB)" for n, f in m["files"].items())
+          + f"; {size / 1e6:.1f} MB in all, checksums ok")
+    if m.get("parity"):
+        print(f"{'parity':<12} " + json.dumps(m["parity"], ensure_ascii=False))
+    print(f"{'created_with':<12} " + json.dumps(m["created_with"]))
+    return 0
+
+
+def cmd_encode(args) -> int:
+    from .encoder import load
+
+    enc = load(args.bundle, threads=args.threads)
+    vecs = enc.encode(args.texts)
+    json.dump({"bundle": enc.name, "dim": enc.dim, "vectors": [[round(float(x), 6) for x in v] for v in vecs]},
+              sys.stdout)
+    print()
+    return 0
+
+
+def bundle_ref(arg: str | None, folder: Path) -> str:
+    """What an index records to find its bundle again: the default's short name or an absolute path."""
+    from .paths import DEFAULT_BUNDLES
+
+    return arg if arg in DEFAULT_BUNDLES else "default" if arg is None else str(folder.resolve())
+
+
+def cmd_index_build(args) -> int:
+    from .corpus import read_corpus
+    from .encoder import load
+    from .errors import IndexStoreError
+    from .index import STORE, Index
+
+    out = Path(args.out)
+    if (out / STORE).exists():
+        if not args.force:
+            raise IndexStoreError(f"{out} already holds an index; pass --force to replace it")
+        shutil.rmtree(out)
+    corpus = read_corpus(args.corpus, text_field=args.text_field)
+    enc = load(args.bundle, threads=args.threads)
+    start = time.perf_counter()
+    with Index.create(out, enc, capacity=len(corpus.texts), bundle_ref=bundle_ref(args.bundle, enc.path)) as index:
+        index.add(corpus.texts, ids=corpus.ids, metadata=corpus.metadata, show_progress=True)
+        n = len(index)
+    skipped = f", {corpus.skipped_empty} empty lines skipped" if corpus.skipped_empty else ""
+    truncated = f", {enc.truncated} truncated to {enc.manifest.max_length} tokens" if enc.truncated else ""
+    print(f"indexed {n} documents into {out} in {time.perf_counter() - start:.1f} s{skipped}{truncated}")
+    return 0
+
+
+def open_index_with_bundle(folder: str, bundle: str | None, threads: int | None = None):
+    """Open an index and the encoder that built it (or `bundle` when given)."""
+    from .encoder import load
+    from .errors import IndexStoreError
+    from .index import Index
+
+    meta_index = Index.open(folder)
+    ref = bundle or meta_index.meta.get("bundle_ref")
+    meta_index.close()
+    if not ref:
+        raise IndexStoreError(f"{folder} records no bundle; pass --bundle")
+    return Index.open(folder, load(ref, threads=threads))
+
+
+def cmd_search(args) -> int:
+    index = open_index_with_bundle(args.index, args.bundle, args.threads)
+    start = time.perf_counter()
+    hits = index.search(args.query, k=args.k)
+    ms = (time.perf_counter() - start) * 1e3
+    index.close()
+    if args.json:
+        json.dump({"query": args.query, "latency_ms": round(ms, 3),
+                   "hits": [h.__dict__ for h in hits]}, sys.stdout, ensure_ascii=False)
+        print()
+    else:
+        for rank, h in enumerate(hits, 1):
+            print(f"{rank:>3}. {h.score:.4f}  {h.id}  {snippet(h.text)}")
+        print(f"({len(hits)} hits in {ms:.1f} ms)")
+    return 0
+
+
+def snippet(text: str, width: int = 90) -> str:
+    """One line of a document, cut to `width` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.bundle, args.k)

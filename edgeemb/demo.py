@@ -1,0 +1,59 @@
+"""The demo: index the built-in sample corpus with the default bundle and answer the demo queries."""
+from __future__ import annotations
+
+import csv
+import resource
+import tempfile
+import time
+from importlib import resources
+
+from .commands import snippet
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sample_corpus() -> tuple[list[str], list[str], list[dict]]:
+    """The project's own sample corpus: ids, texts, metadata (lang, topic)."""
+    with (resources.files("edgeemb") / "data" / "sample_corpus.tsv").open(encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    return [r["id"] for r in rows], [r["text"] for r in rows], [{"lang": r["lang"], "topic": r["topic"]} for r in rows]
+
+
+def demo_queries() -> list[str]:
+    """The demo's queries (English and Chinese)."""
+    text = (resources.files("edgeemb") / "data" / "demo_queries.txt").read_text(encoding="utf-8")
+    return [q for q in text.splitlines() if q.strip()]
+
+
+def run_demo(bundle: str | None = None, k: int = 3) -> int:
+    """Index the sample corpus in a temporary folder, run the queries, print hits, latency and peak RSS."""
+    from .encoder import load
+    from .index import Index
+
+    start = time.perf_counter()
+    enc = load(bundle)
+    print(f"bundle: {enc.name} ({enc.kind}, dim {enc.dim}, {enc.manifest.quantization}) "
+          f"loaded in {(time.perf_counter() - start) * 1e3:.0f} ms, {enc.threads} threads")
+    ids, texts, meta = sample_corpus()
+    with tempfile.TemporaryDirectory(prefix="edgeemb-demo-") as tmp:
+        index = Index.create(tmp, enc, capacity=len(texts))
+        start = time.perf_counter()
+        index.add(texts, ids=ids, metadata=meta)
+        print(f"indexed {len(index)} sample documents (en + zh, 6 topics) in {time.perf_counter() - start:.1f} s\n")
+        latencies = []
+        for query in demo_queries():
+            t0 = time.perf_counter()
+            hits = index.search(query, k=k)
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            print(f"query: {query}   [{latencies[-1]:.1f} ms]")
+            for h in hits:
+                print(f"  {h.score:.3f}  {h.id:<18} {snippet(h.text, 80)}")
+            print()
+        index.close()
+    latencies.sort()
+    print(f"per-query latency (encode + search): median {latencies[len(latencies) // 2]:.1f} ms, "
+          f"max {latencies[-1]:.1f} ms; peak RSS {peak_rss_mb():.0f} MB")
+    return 0

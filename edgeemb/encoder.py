@@ -1,0 +1,179 @@
+"""One Encoder for every bundle kind: tokenise, run the ONNX graph once per batch, pool, normalise."""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import onnxruntime as ort
+
+from . import pooling
+from .bundle import Manifest, read_manifest, verify_files
+from .errors import BundleError, EdgeembError, InputError
+from .paths import DEFAULT_BUNDLES, default_bundle_path, physical_cores
+from .progress import Progress
+from .similarity import cosine
+from .tokenize import TextTokenizer, check_texts
+
+
+class TruncationWarning(UserWarning):
+    """Some texts were longer than the bundle's max_length and were cut."""
+
+
+def session_options(threads: int, arena: bool = True, mem_pattern: bool = True) -> ort.SessionOptions:
+    """onnxruntime options: exactly `threads` intra-op threads, one inter-op, sequential execution."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.enable_cpu_mem_arena = arena
+    so.enable_mem_pattern = mem_pattern
+    so.log_severity_level = 3
+    if threads == 1:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
+class Encoder:
+    """A loaded bundle: `.path`, `.manifest`, `.dim`; `encode(texts)` -> float32 (n, dim)."""
+
+    def __init__(self, path: Path, manifest: Manifest, session: ort.InferenceSession, tokenizer: TextTokenizer,
+                 threads: int):
+        self.path, self.manifest, self.session, self.tokenizer, self.threads = path, manifest, session, tokenizer, threads
+        self.truncated = 0  # texts cut to max_length over this Encoder's life
+        self._inputs = [i.name for i in session.get_inputs()]
+        self._outputs = {o.name for o in session.get_outputs()}
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def kind(self) -> str:
+        return self.manifest.kind
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"Encoder({m.name!r}, kind={m.kind}, dim={m.dim}, quantization={m.quantization}, threads={self.threads})"
+
+    def encode(self, texts: Sequence[str] | str, batch_size: int = 32, normalize: bool | None = None,
+               show_progress: bool = False, prompt: str | None = None, max_tokens: int = 2048) -> np.ndarray:
+        """Embed texts as float32 (n, dim) in input order; a single str gives (dim,). Empty strings are allowed."""
+        single = isinstance(texts, str)
+        texts = check_texts([texts] if single else texts)
+        if batch_size < 1 or max_tokens < 1:
+            raise InputError("batch_size and max_tokens must be positive")
+        if prompt:
+            texts = [prompt + t for t in texts]
+        normalize = self.manifest.normalize if normalize is None else normalize
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out[0] if single else out
+        tok = self.tokenizer.tokenize(texts)
+        self._note_truncation(tok.truncated, len(texts))
+        with Progress(len(texts), f"encode {self.name}", show_progress, "texts") as bar:
+            for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
+                out[batch.rows] = self._embed_batch(batch, normalize)
+                bar.update(len(batch.rows))
+        return out[0] if single else out
+
+    def encode_queries(self, texts: Sequence[str] | str, **kw) -> np.ndarray:
+        """encode() with the bundle's query prompt (instruction models carry their own)."""
+        return self.encode(texts, prompt=self.manifest.prompts.get("query") or None, **kw)
+
+    def encode_documents(self, texts: Sequence[str] | str, **kw) -> np.ndarray:
+        """encode() with the bundle's document prompt."""
+        return self.encode(texts, prompt=self.manifest.prompts.get("document") or None, **kw)
+
+    def token_embeddings(self, text: str) -> tuple[list[str], np.ndarray]:
+        """Contextual token vectors of one text: (tokens, float32 (n_tokens, dim))."""
+        if "token_embeddings" not in self._outputs:
+            raise EdgeembError(f"bundle {self.name} does not expose token_embeddings")
+        check_texts([text])
+        enc = self.tokenizer.tokenizer.encode(text[: self.manifest.max_length * 64])
+        batch = next(self.tokenizer.batches(self.tokenizer.tokenize([text]), 1, 1 << 30))
+        (tokens,) = self._run(batch, ["token_embeddings"])
+        return list(enc.tokens), tokens[0][batch.attention_mask[0].astype(bool)]
+
+    def similarity(self, a, b) -> np.ndarray | float:
+        """Cosine similarity of texts or vectors (str/list of str are encoded first)."""
+        return cosine(self._as_vectors(a), self._as_vectors(b))
+
+    def _as_vectors(self, x) -> np.ndarray:
+        if isinstance(x, str) or (isinstance(x, (list, tuple)) and x and isinstance(x[0], str)):
+            return self.encode(x)
+        return np.asarray(x, dtype=np.float32)
+
+    def _embed_batch(self, batch, normalize: bool) -> np.ndarray:
+        if normalize == self.manifest.normalize or "token_embeddings" not in self._outputs:
+            (vecs,) = self._run(batch, ["sentence_embedding"])
+            return pooling.normalize(vecs) if normalize and not self.manifest.normalize else vecs
+        (tokens,) = self._run(batch, ["token_embeddings"])
+        vecs = pooling.pool(tokens, batch.attention_mask, self.manifest.pooling)
+        return pooling.normalize(vecs) if normalize else vecs.astype(np.float32, copy=False)
+
+    def _run(self, batch, outputs: list[str]) -> list[np.ndarray]:
+        feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
+                 "token_type_ids": batch.token_type_ids}
+        if "position_ids" in self._inputs:
+            feeds["position_ids"] = np.clip(np.cumsum(batch.attention_mask, axis=1) - 1, 0, None)
+        try:
+            return self.session.run(outputs, {k: feeds[k] for k in self._inputs})
+        except KeyError as exc:
+            raise BundleError(f"{self.path}: graph input {exc.args[0]!r} is not one edgeemb can feed") from None
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EdgeembError(f"onnxruntime failed on a batch of {len(batch.rows)} texts "
+                               f"({str(exc).splitlines()[0][:200]})") from None
+
+    def _note_truncation(self, n: int, total: int) -> None:
+        if n:
+            self.truncated += n
+            warnings.warn(f"{n} of {total} texts were longer than {self.manifest.max_length} tokens and were "
+                          f"truncated", TruncationWarning, stacklevel=3)
+
+
+def resolve_bundle(path: str | Path | None) -> Path:
+    """A bundle path, or the folder of an embedded default ("default", "default-static", None)."""
+    if path is None or str(path) in DEFAULT_BUNDLES:
+        name = "default" if path is None else str(path)
+        folder = default_bundle_path(name)
+        if not folder.is_dir():
+            raise BundleError(f"the {name} bundle is not built yet ({folder}); run `edgeemb setup` "
+                              f"(needs the export extra) or pass a bundle path")
+        return folder
+    return Path(path)
+
+
+def load(path: str | Path | None = None, threads: int | None = None, verify: bool = True, arena: bool = True,
+         mem_pattern: bool = True, low_memory: bool = False) -> Encoder:
+    """Load a bundle folder (None: the embedded default) and create its onnxruntime session once.
+
+    threads: intra-op threads (default: physical cores); verify: check every file's sha256;
+    low_memory: preset for small devices (one thread, no arena, no memory pattern).
+    """
+    folder = resolve_bundle(path)
+    manifest = read_manifest(folder)
+    if verify:
+        verify_files(folder, manifest)
+    if low_memory:
+        threads, arena, mem_pattern = threads or 1, False, False
+    threads = threads or physical_cores()
+    if not isinstance(threads, int) or threads < 1:
+        raise InputError(f"threads must be a positive int, got {threads!r}")
+    model = folder / ("model.ort" if "model.ort" in manifest.files else "model.onnx")
+    if model.name not in manifest.files:
+        raise BundleError(f"{folder / 'edgeemb.json'}: field 'files' lists no model.onnx")
+    try:
+        session = ort.InferenceSession(str(model), session_options(threads, arena, mem_pattern),
+                                       providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise BundleError(f"{model}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+    tok_opts = manifest.tokenizer
+    tokenizer = TextTokenizer(folder / tok_opts.get("file", "tokenizer.json"), manifest.max_length,
+                              tok_opts.get("pad_id", 0), tok_opts.get("padding_side", "right"))
+    return Encoder(folder, manifest, session, tokenizer, threads)

@@ -1,0 +1,307 @@
+"""Evaluation tasks over a duck-typed model (`encode`, and `words` + `vectors` for word tasks)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import data
+from .metrics import (
+    analogy_3cosadd,
+    analogy_3cosmul,
+    average_precision,
+    best_threshold_accuracy,
+    kmeans,
+    mrr_at_k,
+    ndcg_at_k,
+    pearson,
+    recall_at_k,
+    spearman,
+    v_measure,
+)
+
+SENTENCE_TASKS = ("sts", "pair", "retrieval", "cluster")
+WORD_TASKS = ("analogy", "wordsim")
+TASKS = SENTENCE_TASKS + WORD_TASKS
+
+
+@dataclass
+class TaskResult:
+    """Scores of one task on one dataset (metrics in percent, coverage as a fraction)."""
+
+    task: str
+    dataset: str
+    metrics: dict[str, float]
+    n: int
+    coverage: float | None = None
+    seconds: float = 0.0
+    details: dict = field(default_factory=dict)
+
+
+def _unit(X: np.ndarray) -> np.ndarray:
+    X = np.asarray(X, dtype=np.float32)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    return np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
+
+
+def _embed(model, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
+    """Unit-normalised embeddings of texts, encoding each distinct text once."""
+    uniq = list(dict.fromkeys(texts))
+    E = np.asarray(model.encode(uniq, batch_size=batch_size, show_progress=show_progress), dtype=np.float32)
+    if E.ndim != 2 or len(E) != len(uniq):
+        raise ValueError(f"model.encode returned shape {E.shape} for {len(uniq)} texts")
+    pos = {t: i for i, t in enumerate(uniq)}
+    return _unit(E)[[pos[t] for t in texts]]
+
+
+def _pair_cosines(model, a: list[str], b: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+    E = _embed(model, a + b, batch_size, show_progress)
+    return (E[: len(a)] * E[len(a) :]).sum(1)
+
+
+def _pct(x: float) -> float:
+    return 100.0 * x
+
+
+def sts(
+    model,
+    data_dir=None,
+    langs: Sequence[str] = data.STS_LANGS,
+    limit: int | None = None,
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> list[TaskResult]:
+    """STS-B test: Spearman (and Pearson) x100 of cosine similarity vs gold score, per language."""
+    results = []
+    for lang in langs:
+        t0 = time.perf_counter()
+        pairs = data.load_sts(lang, data_dir=data_dir)[:limit]
+        a, b, gold = zip(*pairs)
+        cos = _pair_cosines(model, list(a), list(b), batch_size, show_progress)
+        metrics = {"spearman": _pct(spearman(cos, gold)), "pearson": _pct(pearson(cos, gold))}
+        name = "stsb_en" if lang == "en" else "stsb_zh_cnsd"
+        results.append(TaskResult("sts", name, metrics, len(pairs), seconds=time.perf_counter() - t0))
+    return results
+
+
+def pair(
+    model, data_dir=None, limit: int | None = None, batch_size: int = 64, show_progress: bool = False
+) -> list[TaskResult]:
+    """LCQMC test: Spearman x100 of cosine vs label (C-MTEB), best-threshold accuracy and AP x100."""
+    t0 = time.perf_counter()
+    pairs = data.load_lcqmc(data_dir=data_dir)[:limit]
+    a, b, labels = zip(*pairs)
+    cos = _pair_cosines(model, list(a), list(b), batch_size, show_progress)
+    accuracy, threshold = best_threshold_accuracy(cos, labels)
+    metrics = {
+        "spearman": _pct(spearman(cos, labels)),
+        "accuracy": _pct(accuracy),
+        "ap": _pct(average_precision(cos, labels)),
+    }
+    return [
+        TaskResult(
+            "pair",
+            "lcqmc",
+            metrics,
+            len(pairs),
+            seconds=time.perf_counter() - t0,
+            details={"threshold": threshold},
+        )
+    ]
+
+
+def _exact_topk(Q: np.ndarray, D: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Row indices of the k highest inner products per query, best first."""
+    out = np.empty((len(Q), k), dtype=np.int64)
+    for lo in range(0, len(Q), chunk):
+        s = Q[lo : lo + chunk] @ D.T
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(s, part, 1), axis=1, kind="stable")
+        out[lo : lo + chunk] = np.take_along_axis(part, order, 1)
+    return out
+
+
+def _ir_metrics(runs: list[list[str]], qrels: list[dict[str, int]], prefix: str = "") -> dict[str, float]:
+    def mean(f, k):
+        return _pct(float(np.mean([f(r, q, k) for r, q in zip(runs, qrels)])))
+
+    return {
+        f"{prefix}ndcg@10": mean(ndcg_at_k, 10),
+        f"{prefix}recall@100": mean(recall_at_k, 100),
+        f"{prefix}mrr@10": mean(mrr_at_k, 10),
+    }
+
+
+def retrieval(
+    model,
+    data_dir=None,
+    limit: int | None = None,
+    batch_size: int = 32,
+    show_progress: bool = False,
+    index_factory: Callable | None = None,
+) -> list[TaskResult]:
+    """SciFact test: nDCG@10, Recall@100, MRR@10 x100 by exact cosine search, and by index_factory (ann_*)."""
+    t0 = time.perf_counter()
+    ds = data.load_scifact(data_dir=data_dir)
+    qids = list(ds.queries)[:limit]
+    doc_ids = list(ds.corpus)
+    if limit:  # the queries' relevant documents plus the first `limit` others
+        keep = {d for q in qids for d in ds.qrels[q]} | set(doc_ids[:limit])
+        doc_ids = [d for d in doc_ids if d in keep]
+    D = _embed(model, [ds.corpus[d] for d in doc_ids], batch_size, show_progress)
+    Q = _embed(model, [ds.queries[q] for q in qids], batch_size, show_progress)
+    k = min(100, len(doc_ids))
+    qrels = [ds.qrels[q] for q in qids]
+    runs = [[doc_ids[i] for i in row] for row in _exact_topk(Q, D, k)]
+    metrics, details = _ir_metrics(runs, qrels), {"corpus": len(doc_ids)}
+    if index_factory is not None:
+        t1 = time.perf_counter()
+        index = index_factory(D.shape[1])
+        index.add(D, np.arange(len(doc_ids), dtype=np.int64))
+        t2 = time.perf_counter()
+        ids, _ = index.search(Q, k)
+        details.update(ann_build_seconds=t2 - t1, ann_search_seconds=time.perf_counter() - t2)
+        ann_runs = [[doc_ids[int(i)] for i in row if int(i) >= 0] for row in np.asarray(ids)]
+        metrics.update(_ir_metrics(ann_runs, qrels, "ann_"))
+    return [
+        TaskResult(
+            "retrieval", "beir_scifact", metrics, len(qids), seconds=time.perf_counter() - t0, details=details
+        )
+    ]
+
+
+def _vocab(model, task: str, restrict_vocab: int) -> tuple[np.ndarray, dict[str, int]]:
+    """Unit vectors of the candidate words and a case-insensitive word -> row lookup (gensim-style)."""
+    words, vectors = getattr(model, "words", None), getattr(model, "vectors", None)
+    if words is None or vectors is None:
+        raise ValueError(
+            f"task {task} needs a static bundle with a vocabulary (model.words and model.vectors)"
+        )
+    lookup: dict[str, int] = {}
+    rows = []
+    for i, w in enumerate(words[:restrict_vocab]):
+        if lookup.setdefault(w.lower(), len(rows)) == len(rows):  # the most frequent casing wins
+            rows.append(i)
+    return _unit(np.asarray(vectors)[rows]), lookup
+
+
+def analogy(
+    model,
+    data_dir=None,
+    datasets: Sequence[str] = data.ANALOGY_SETS,
+    limit: int | None = None,
+    restrict_vocab: int = 300_000,
+) -> list[TaskResult]:
+    """Analogy accuracy x100 (3CosAdd, 3CosMul) over answerable questions among the first restrict_vocab words."""
+    E, lookup = _vocab(model, "analogy", restrict_vocab)
+    results = []
+    for name in datasets:
+        t0 = time.perf_counter()
+        questions = data.load_analogy(name, data_dir=data_dir)[:limit]
+        ok = [q for q in questions if all(w.lower() in lookup for w in q[1:])]
+        a, b, c, d = (np.array([lookup[q[j].lower()] for q in ok], dtype=np.int64) for j in range(1, 5))
+        hits = {"3cosadd": analogy_3cosadd(E, a, b, c) == d, "3cosmul": analogy_3cosmul(E, a, b, c) == d}
+        sections: dict[str, dict] = {}
+        for q in questions:
+            sections.setdefault(q[0], {"n": 0, "answerable": 0})["n"] += 1
+        sec = np.array([q[0] for q in ok])
+        for s, info in sections.items():
+            mask = sec == s
+            info["answerable"] = int(mask.sum())
+            info.update({m: _pct(h[mask].mean()) if mask.any() else math.nan for m, h in hits.items()})
+        metrics = {m: _pct(h.mean()) if len(ok) else math.nan for m, h in hits.items()}
+        results.append(
+            TaskResult(
+                "analogy",
+                name,
+                metrics,
+                len(questions),
+                len(ok) / max(len(questions), 1),
+                time.perf_counter() - t0,
+                {"sections": sections},
+            )
+        )
+    return results
+
+
+def wordsim(
+    model,
+    data_dir=None,
+    datasets: Sequence[str] = data.WORDSIM_SETS,
+    limit: int | None = None,
+    restrict_vocab: int = 300_000,
+) -> list[TaskResult]:
+    """Word similarity: Spearman (and Pearson) x100 of cosine vs human score over the covered pairs."""
+    E, lookup = _vocab(model, "wordsim", restrict_vocab)
+    results = []
+    for name in datasets:
+        t0 = time.perf_counter()
+        pairs = data.load_wordsim(name, data_dir=data_dir)[:limit]
+        ok = [
+            (lookup[a.lower()], lookup[b.lower()], s)
+            for a, b, s in pairs
+            if a.lower() in lookup and b.lower() in lookup
+        ]
+        cos = [float(E[i] @ E[j]) for i, j, _ in ok]
+        gold = [s for *_, s in ok]
+        metrics = {"spearman": _pct(spearman(cos, gold)), "pearson": _pct(pearson(cos, gold))}
+        results.append(
+            TaskResult(
+                "wordsim",
+                name,
+                metrics,
+                len(pairs),
+                len(ok) / max(len(pairs), 1),
+                time.perf_counter() - t0,
+                {"covered": len(ok)},
+            )
+        )
+    return results
+
+
+def cluster(
+    model,
+    data_dir=None,
+    limit: int | None = None,
+    max_per_label: int = 500,
+    seeds: Sequence[int] = (0, 1, 2),
+    batch_size: int = 64,
+    show_progress: bool = False,
+) -> list[TaskResult]:
+    """en_corpus source clustering: V-measure x100 of k-means (k = number of sources), averaged over seeds."""
+    t0 = time.perf_counter()
+    texts, labels = data.load_cluster_set(limit or max_per_label, seed=0, data_dir=data_dir)
+    E = _embed(model, texts, batch_size, show_progress)
+    k = len(set(labels))
+    per_seed = [_pct(v_measure(labels, kmeans(E, k, seed=s))) for s in seeds]
+    return [
+        TaskResult(
+            "cluster",
+            "en_corpus",
+            {"v_measure": float(np.mean(per_seed))},
+            len(texts),
+            seconds=time.perf_counter() - t0,
+            details={"k": k, "per_seed": per_seed},
+        )
+    ]
+
+
+_FUNCS: dict[str, Callable[..., list[TaskResult]]] = {
+    "sts": sts,
+    "pair": pair,
+    "retrieval": retrieval,
+    "cluster": cluster,
+    "analogy": analogy,
+    "wordsim": wordsim,
+}
+
+
+def run_task(name: str, model, data_dir=None, **kw) -> list[TaskResult]:
+    """Run one task by name (see TASKS); keyword arguments go to the task function."""
+    if name not in _FUNCS:
+        raise ValueError(f"unknown task {name!r}; expected one of {TASKS}")
+    return _FUNCS[name](model, data_dir=data_dir, **kw)

@@ -1,0 +1,59 @@
+"""Where edgeemb keeps its cache and the embedded default bundles."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Names usable instead of a path in edgeemb.load(); "default" is also what load() with no argument means.
+DEFAULT_BUNDLES = {
+    "default": "all-minilm-l6-v2-int8",
+    "default-static": "minilm-static-256",
+}
+
+
+def home() -> Path:
+    """EDGEEMB_HOME, else <checkout>/.cache/edgeemb in a source checkout, else ~/.cache/edgeemb."""
+    env = os.environ.get("EDGEEMB_HOME")
+    if env:
+        return Path(env)
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "export").is_dir():
+        return checkout / ".cache" / "edgeemb"
+    return Path.home() / ".cache" / "edgeemb"
+
+
+def bundles_dir() -> Path:
+    """Folder holding the built default bundles."""
+    return home() / "bundles"
+
+
+def default_bundle_path(name: str = "default") -> Path:
+    """Path of an embedded default bundle by its short name ("default", "default-static")."""
+    return bundles_dir() / DEFAULT_BUNDLES[name]
+
+
+def physical_cores() -> int:
+    """Physical cores this process may run on (the default thread count)."""
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = os.cpu_count() or 1
+    cores: set[tuple[str, str]] = set()
+    try:
+        phys = core = ""
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "physical id":
+                    phys = value
+                elif key == "core id":
+                    core = value
+                elif not key and core:
+                    cores.add((phys, core))
+                    phys = core = ""
+        if core:
+            cores.add((phys, core))
+    except OSError:
+        pass
+    return max(1, min(allowed, len(cores) or allowed))

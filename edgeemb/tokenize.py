@@ -1,0 +1,86 @@
+"""Tokenisation and batching: length-sorted, padded to the longest in a batch, capped by total tokens."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .errors import BundleError, InputError
+
+CHARS_PER_TOKEN_CAP = 64  # a huge text is cut to max_length * 64 characters before tokenising
+
+
+@dataclass
+class Batch:
+    """One padded batch and the positions its rows had in the caller's list."""
+
+    rows: np.ndarray  # int64 (b,) indices into the input list
+    input_ids: np.ndarray  # int64 (b, seq)
+    attention_mask: np.ndarray  # int64 (b, seq)
+    token_type_ids: np.ndarray  # int64 (b, seq)
+
+
+@dataclass
+class Tokenized:
+    """Token ids of each text and how many texts were truncated."""
+
+    ids: list[list[int]]
+    type_ids: list[list[int]]
+    truncated: int
+
+
+def check_texts(texts: Sequence[str]) -> list[str]:
+    """Accept a list of str (empty strings allowed); reject None and non-str items by position."""
+    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+        raise InputError(f"texts must be a list of str, got {type(texts).__name__}")
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"texts[{i}] is {type(t).__name__}, expected str (None is not a text)")
+    return list(texts)
+
+
+class TextTokenizer:
+    """A tokenizers.Tokenizer set to truncate at max_length with no fixed padding."""
+
+    def __init__(self, path: str | Path, max_length: int, pad_id: int = 0, padding_side: str = "right"):
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises bare Exception subclasses
+            raise BundleError(f"{path}: cannot load tokenizer ({str(exc).splitlines()[0]})") from None
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length)
+        self.max_length, self.pad_id, self.padding_side = max_length, pad_id, padding_side
+
+    def tokenize(self, texts: list[str]) -> Tokenized:
+        """Token ids per text; huge texts are cut first so tokenising stays bounded."""
+        cap = self.max_length * CHARS_PER_TOKEN_CAP
+        encs = self.tokenizer.encode_batch([t[:cap] for t in texts])
+        truncated = sum(1 for t, e in zip(texts, encs) if e.overflowing or len(t) > cap)
+        return Tokenized([e.ids for e in encs], [e.type_ids for e in encs], truncated)
+
+    def batches(self, tok: Tokenized, batch_size: int, max_tokens: int) -> Iterator[Batch]:
+        """Yield batches in order of token count, each padded to its longest row and under max_tokens."""
+        lengths = np.fromiter((len(x) for x in tok.ids), dtype=np.int64, count=len(tok.ids))
+        order = np.argsort(lengths, kind="stable")
+        start = 0
+        while start < len(order):
+            end = start + 1
+            # sorted ascending, so the last row sets the padded width
+            while end < len(order) and end - start < batch_size and lengths[order[end]] * (end - start + 1) <= max_tokens:
+                end += 1
+            yield self._pad(order[start:end], tok)
+            start = end
+
+    def _pad(self, rows: np.ndarray, tok: Tokenized) -> Batch:
+        width = max(1, max(len(tok.ids[r]) for r in rows))
+        ids = np.full((len(rows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        types = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            n = len(tok.ids[r])
+            sl = slice(width - n, width) if self.padding_side == "left" else slice(0, n)
+            ids[i, sl], mask[i, sl], types[i, sl] = tok.ids[r], 1, tok.type_ids[r]
+        return Batch(np.asarray(rows, dtype=np.int64), ids, mask, types)

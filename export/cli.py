@@ -1,0 +1,50 @@
+"""Export-side subcommands (torch is imported only when one runs): export sentence, setup."""
+from __future__ import annotations
+
+import sys
+
+
+def needs_export_extra(exc: ImportError) -> int:
+    """Say which install is missing instead of a traceback."""
+    print(f"edgeemb: this command needs the export extra ({exc.name} is not installed): "
+          "pip install torch==2.13.0 && pip install 'edgeemb[export]'", file=sys.stderr)
+    return 2
+
+
+def add_parsers(sub, export_sub) -> None:
+    """Register `export sentence` and `setup`."""
+    from .onnx_tools import QUANTIZE_CHOICES
+
+    p = export_sub.add_parser("sentence", help="a local sentence-transformers folder (BERT family)")
+    p.add_argument("src", help="local sentence-transformers folder (modules.json, 1_Pooling/, tokenizer.json)")
+    p.add_argument("-o", "--out", required=True, help="bundle folder to write")
+    p.add_argument("--quantize", choices=QUANTIZE_CHOICES, default="int8")
+    p.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's max_seq_length)")
+    p.add_argument("--name", default=None, help="bundle name (default: <src>-<quantize>)")
+    p.add_argument("--no-check", action="store_true", help="record parity but do not fail on it")
+    p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
+    p.set_defaults(func=cmd_export_sentence)
+
+    p = sub.add_parser("setup", help="build the embedded default bundles into the cache (once)")
+    p.add_argument("--force", action="store_true", help="rebuild even when present")
+    p.set_defaults(func=cmd_setup)
+
+
+def cmd_export_sentence(args) -> int:
+    try:
+        from .sentence import export_sentence
+    except ImportError as exc:
+        return needs_export_extra(exc)
+    out = export_sentence(args.src, args.out, args.quantize, args.max_length, args.name, not args.no_check,
+                          args.force)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_setup(args) -> int:
+    try:
+        from .defaults import build_defaults
+    except ImportError as exc:
+        return needs_export_extra(exc)
+    build_defaults(force=args.force)
+    return 0

@@ -1,0 +1,158 @@
+"""Export a local sentence-transformers folder (BERT family) to an ONNX bundle with pooling fused."""
+from __future__ import annotations
+
+import inspect
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeemb.bundle import sha256_file
+
+from .bundle_writer import finish_manifest, staging
+from .errors import ExportError
+from .onnx_tools import graph_io, optimize_transformer, quantize, step
+from .parity import PARITY_BOUNDS, check_parity, parity_sentences
+
+POOLING_KEYS = {  # 1_Pooling/config.json flag -> edgeemb pooling name
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_lasttoken": "last",
+}
+
+
+@dataclass
+class SentenceConfig:
+    """What a sentence-transformers folder says about itself."""
+
+    transformer_dir: Path
+    pooling: str
+    normalize: bool
+    max_length: int
+    dim: int
+
+
+def read_sentence_config(src: Path) -> SentenceConfig:
+    """Read modules.json, 1_Pooling/config.json and sentence_bert_config.json of a local folder."""
+    src = Path(src)
+    modules_file = src / "modules.json"
+    if not modules_file.is_file():
+        raise ExportError(f"{src} is not a sentence-transformers folder: {modules_file} is missing")
+    modules = json.loads(modules_file.read_text(encoding="utf-8"))
+    by_type = {m["type"].rsplit(".", 1)[-1]: m for m in modules}
+    if "Transformer" not in by_type or "Pooling" not in by_type:
+        raise ExportError(f"{modules_file}: needs a Transformer and a Pooling module, found {sorted(by_type)}")
+    transformer_dir = src / by_type["Transformer"].get("path", "")
+    pool_cfg = json.loads((src / by_type["Pooling"]["path"] / "config.json").read_text(encoding="utf-8"))
+    modes = [name for key, name in POOLING_KEYS.items() if pool_cfg.get(key)]
+    others = [k for k, v in pool_cfg.items() if k.startswith("pooling_mode") and v and k not in POOLING_KEYS]
+    if len(modes) != 1 or others:
+        raise ExportError(f"{src}: pooling {modes + others} is not supported (one of mean, cls, max, lasttoken)")
+    st_cfg_file = transformer_dir / "sentence_bert_config.json"
+    st_cfg = json.loads(st_cfg_file.read_text(encoding="utf-8")) if st_cfg_file.is_file() else {}
+    hf_cfg = json.loads((transformer_dir / "config.json").read_text(encoding="utf-8"))
+    max_length = int(st_cfg.get("max_seq_length") or hf_cfg.get("max_position_embeddings", 512))
+    dim = int(pool_cfg.get("word_embedding_dimension") or hf_cfg["hidden_size"])
+    return SentenceConfig(transformer_dir, modes[0], "Normalize" in by_type, max_length, dim)
+
+
+def build_graph_module(model, pooling: str, normalize: bool):
+    """Wrap a transformers encoder so its ONNX graph outputs sentence_embedding and token_embeddings."""
+    import torch
+
+    accepts_types = "token_type_ids" in inspect.signature(model.forward).parameters
+
+    class SentenceGraph(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            kw = {"token_type_ids": token_type_ids} if accepts_types else {}
+            tokens = self.model(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(tokens.dtype)
+            if pooling == "mean":
+                pooled = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            elif pooling == "cls":
+                pooled = tokens[:, 0]
+            elif pooling == "max":
+                pooled = tokens.masked_fill(mask == 0, -1e9).max(1).values
+            else:  # last real token, under left or right padding
+                seq = attention_mask.shape[1]
+                pos = torch.arange(seq, device=attention_mask.device).unsqueeze(0)
+                last = (pos * attention_mask).argmax(1)
+                pooled = tokens[torch.arange(tokens.shape[0]), last]
+            if normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
+            return pooled, tokens
+
+    return SentenceGraph(), accepts_types
+
+
+def export_onnx(module, path: Path, with_types: bool, vocab_size: int) -> None:
+    """torch.onnx.export with dynamic batch and sequence axes (TorchScript exporter, opset 17)."""
+    import torch
+
+    ids = torch.randint(5, max(6, vocab_size - 1), (2, 8), dtype=torch.long)
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if with_types else [])
+    args = (ids, mask) + ((torch.zeros_like(ids),) if with_types else ())
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes.update({"sentence_embedding": {0: "batch"}, "token_embeddings": {0: "batch", 1: "sequence"}})
+    with torch.no_grad():
+        torch.onnx.export(module, args, str(path), input_names=names,
+                          output_names=["sentence_embedding", "token_embeddings"], dynamic_axes=axes,
+                          opset_version=17, do_constant_folding=True, dynamo=False)
+
+
+def write_tokenizer(src_dir: Path, dst: Path, max_length: int) -> int:
+    """Copy tokenizer.json with truncation at max_length and fixed padding off; return the pad id."""
+    from tokenizers import Tokenizer
+
+    tok_file = src_dir / "tokenizer.json"
+    if not tok_file.is_file():
+        raise ExportError(f"{tok_file} is missing (edgeemb needs a fast tokenizer.json)")
+    tok = Tokenizer.from_file(str(tok_file))
+    pad_id = (tok.padding or {}).get("pad_id", 0)
+    tok.no_padding()
+    tok.enable_truncation(max_length)
+    tok.save(str(dst))
+    return pad_id
+
+
+def export_sentence(src: str | Path, out: str | Path, quantization: str = "int8", max_length: int | None = None,
+                    name: str | None = None, check: bool = True, force: bool = False) -> Path:
+    """Export a sentence-transformers folder to a bundle; parity vs sentence-transformers is measured and checked."""
+    import torch
+    from transformers import AutoModel
+
+    src, out = Path(src), Path(out)
+    cfg = read_sentence_config(src)
+    max_length = max_length or cfg.max_length
+    name = name or f"{src.name}-{quantization}"
+    step(1, 5, f"loading {src}")
+    model = AutoModel.from_pretrained(str(cfg.transformer_dir), local_files_only=True).eval()
+    module, with_types = build_graph_module(model, cfg.pooling, cfg.normalize)
+    with staging(out, force) as folder, tempfile.TemporaryDirectory() as tmp:
+        raw, fused = Path(tmp) / "raw.onnx", Path(tmp) / "fused.onnx"
+        step(2, 5, "exporting ONNX (opset 17)")
+        export_onnx(module, raw, with_types, model.config.vocab_size)
+        step(3, 5, "fusing attention, LayerNorm and GELU (onnxruntime transformer optimiser)")
+        optimize_transformer(raw, fused, model.config.num_attention_heads, model.config.hidden_size)
+        step(4, 5, f"quantizing: {quantization}")
+        quantize(fused, folder / "model.onnx", quantization)
+        pad_id = write_tokenizer(cfg.transformer_dir, folder / "tokenizer.json", max_length)
+        inputs, outputs = graph_io(folder / "model.onnx")
+        source_files = {f.name: sha256_file(f) for f in sorted(cfg.transformer_dir.glob("*.safetensors"))}
+        fields = dict(name=name, kind="sentence", dim=cfg.dim, max_length=max_length, pooling=cfg.pooling,
+                      normalize=cfg.normalize, quantization=quantization, inputs=inputs, outputs=outputs,
+                      source={"name": src.name, "format": "sentence-transformers", "files": source_files},
+                      tokenizer={"file": "tokenizer.json", "pad_id": pad_id, "padding_side": "right"})
+        finish_manifest(folder, ["model.onnx", "tokenizer.json"], **fields)
+        step(5, 5, "checking parity against sentence-transformers (torch)")
+        del model, module
+        parity = check_parity(folder, src, parity_sentences(), PARITY_BOUNDS[quantization] if check else None)
+        finish_manifest(folder, ["model.onnx", "tokenizer.json"], parity=parity, **fields)
+    return out

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Set up edgeemb in ./.venv (idempotent): runtime + export toolchain, and with --dev the test tools.
+# Then build the embedded default bundles into the ignored cache (.cache/edgeemb), once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="export"
+if [ "${1:-}" = "--dev" ]; then extras="export,dev"; fi
+python=${PYTHON:-python3}
+
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+
+# torch first, pinned: the CPU build lies in pip's find-links; a bare `torch` would pull CUDA.
+.venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" install "torch==2.13.0"
+
+stamp=".venv/.edgeemb-setup-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras/,/-}"
+if [ ! -f "$stamp" ]; then
+  echo "edgeemb setup: installing .[${extras}] into .venv"
+  "${pip[@]}" install -e ".[${extras}]"
+  touch "$stamp"
+fi
+
+# Export the default bundles once; later runs find them in the cache and do nothing.
+.venv/bin/edgeemb setup
