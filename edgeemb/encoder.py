@@ -36,14 +36,17 @@ def session_options(threads: int, arena: bool = True, mem_pattern: bool = True) 
 
 
 class Encoder:
-    """A loaded bundle: `.path`, `.manifest`, `.dim`; `encode(texts)` -> float32 (n, dim)."""
+    """A loaded bundle: `.path`, `.manifest`, `.dim`; `encode(texts)` -> float32 (n, dim).
 
-    def __init__(self, path: Path, manifest: Manifest, session: ort.InferenceSession, tokenizer: TextTokenizer,
-                 threads: int):
+    `session` is an onnxruntime.InferenceSession or any backend with the same `run(output_names, feeds)`;
+    the graph's input and output names come from the manifest.
+    """
+
+    def __init__(self, path: Path, manifest: Manifest, session, tokenizer: TextTokenizer, threads: int):
         self.path, self.manifest, self.session, self.tokenizer, self.threads = path, manifest, session, tokenizer, threads
         self.truncated = 0  # texts cut to max_length over this Encoder's life
-        self._inputs = [i.name for i in session.get_inputs()]
-        self._outputs = {o.name for o in session.get_outputs()}
+        self._inputs = list(manifest.inputs)
+        self._outputs = set(manifest.outputs)
 
     @property
     def dim(self) -> int:
@@ -161,8 +164,8 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
     if verify:
         verify_files(folder, manifest)
     if low_memory:
-        threads, arena, mem_pattern = threads or 1, False, False
-    threads = threads or physical_cores()
+        threads, arena, mem_pattern = 1 if threads is None else threads, False, False
+    threads = physical_cores() if threads is None else threads
     if not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive int, got {threads!r}")
     model = folder / ("model.ort" if "model.ort" in manifest.files else "model.onnx")

@@ -4,8 +4,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import onnx
-
 from .errors import ExportError
 
 QUANTIZE_CHOICES = ("none", "int8", "fp16")
@@ -22,6 +20,8 @@ def optimize_transformer(src: Path, dst: Path, num_heads: int, hidden_size: int,
 
 def quantize(src: Path, dst: Path, how: str) -> None:
     """none: copy; int8: dynamic per-channel QInt8 weights; fp16: weights and activations in float16."""
+    import onnx
+
     if how == "none":
         dst.write_bytes(src.read_bytes())
     elif how == "int8":
@@ -44,6 +44,8 @@ def quantize(src: Path, dst: Path, how: str) -> None:
 
 def graph_io(path: Path) -> tuple[list[str], dict[str, list]]:
     """Input names and output shapes (symbolic dims as names) of an ONNX file."""
+    import onnx
+
     model = onnx.load(str(path), load_external_data=False)
     inputs = [i.name for i in model.graph.input]
 

@@ -1,0 +1,73 @@
+"""The CLI end to end on the default bundle: info, encode, index build, search, demo, and clear errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeemb.cli import main
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "edgeemb", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_info_encode_build_search(default_bundle, tmp_path, capsys):
+    assert main(["info", str(default_bundle)]) == 0
+    assert "checksums ok" in capsys.readouterr().out
+
+    assert main(["encode", str(default_bundle), "hello world", "你好"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dim"] == 384 and len(out["vectors"]) == 2 and len(out["vectors"][0]) == 384
+
+    corpus = tmp_path / "docs.tsv"
+    corpus.write_text("id\ttext\tlang\na\tHow to bake sourdough bread at home\ten\n"
+                      "b\tThe central bank raised interest rates\ten\nc\t今天天气很好\tzh\n", encoding="utf-8")
+    assert main(["index", "build", str(default_bundle), str(corpus), "-o", str(tmp_path / "idx")]) == 0
+    assert "indexed 3 documents" in capsys.readouterr().out
+
+    assert main(["search", str(tmp_path / "idx"), "bread recipe", "-k", "10", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [h["id"] for h in result["hits"]][0] == "a" and len(result["hits"]) == 3
+    assert result["hits"][0]["metadata"] == {"lang": "en"} and result["latency_ms"] > 0
+
+    # building again without --force refuses and keeps the index
+    assert main(["index", "build", str(default_bundle), str(corpus), "-o", str(tmp_path / "idx")]) == 2
+    assert "already holds an index" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("bad.txt", b"ok line\n\xff\xfe broken\n", "line 2 is not valid UTF-8"),
+    ("bad.jsonl", b'{"text": "fine"}\n{"text": \n', "line 2 is not valid JSON"),
+    ("bad.tsv", b"title\tbody\nx\ty\n", "no 'text' column"),
+    ("bad.csv", b"text\nx\n", "unknown corpus format"),
+])
+def test_bad_corpus_files_give_one_line_errors(default_bundle, tmp_path, capsys, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    assert main(["index", "build", str(default_bundle), str(path), "-o", str(tmp_path / "idx")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_missing_bundle_and_index_errors(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "none")]) == 2
+    assert "bundle not found" in capsys.readouterr().err
+    assert main(["search", str(tmp_path), "q"]) == 2
+    assert "no index at" in capsys.readouterr().err
+
+
+def test_demo_prints_hits_latency_and_rss(default_bundle):
+    out = run("demo")
+    assert out.returncode == 0, out.stderr
+    assert "indexed 240 sample documents" in out.stdout
+    assert "en-cooking-" in out.stdout  # the pasta query finds a cooking document
+    assert "per-query latency" in out.stdout and "peak RSS" in out.stdout
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "edgeemb"
+    assert script.is_file() and os.access(script, os.X_OK)
+    assert subprocess.run([str(script), "--version"], capture_output=True, text=True).stdout.startswith("edgeemb ")
