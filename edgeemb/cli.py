@@ -9,7 +9,11 @@ import sys
 COMMAND_MODULES = (
     "edgeemb.commands",
     "edgeemb.eval.cli",
+    "edgeemb.archive_cli",
     "edgeemb_export.cli",
+    "edgeemb_export.static_cli",
+    "edgeemb_export.llm_cli",
+    "edgeemb_bench.cli",
 )
 
 

@@ -23,8 +23,12 @@ def add_parsers(sub, export_sub) -> None:
     p = sub.add_parser("index", help="build a search index from a corpus file")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
     b = isub.add_parser("build", help="embed a corpus (.txt, .jsonl, .tsv) into an index folder")
-    b.add_argument("bundle", help="bundle folder, 'default' or 'default-static'")
+    b.add_argument("bundle", nargs="?", default=None, help="bundle folder, 'default' or 'default-static' "
+                   "(default: the embedded default; leave out with --coarse/--fine)")
     b.add_argument("corpus", help=".txt (one doc per line), .jsonl (text field) or .tsv (header with text column)")
+    b.add_argument("--coarse", default=None, help="hybrid index: bundle whose vectors go in the HNSW graph")
+    b.add_argument("--fine", default=None, help="hybrid index: bundle whose int8 vectors re-score the candidates")
+    b.add_argument("--coarse-dim", type=int, default=None, help="hybrid: keep the first N coarse dims (smaller graph)")
     b.add_argument("-o", "--out", required=True, help="index folder to create")
     b.add_argument("--text-field", default="text", help="column or JSON field holding the text (default: text)")
     b.add_argument("--force", action="store_true", help="replace an existing index folder")
@@ -36,8 +40,13 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("query", help="query text")
     p.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     p.add_argument("--bundle", default=None, help="bundle to encode the query (default: the one that built the index)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true", help="print JSON (with per-stage timings for a hybrid index)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--candidates", type=int, default=None,
+                   help="hybrid: coarse candidates to re-score (default 100); plain index: HNSW ef")
+    p.add_argument("--rerank", choices=("stored", "live"), default="stored",
+                   help="hybrid: re-score with the stored fine vectors or encode the candidates now")
+    p.add_argument("--fine", default=None, help="hybrid with --rerank live: bundle that encodes the candidates")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("demo", help="index the built-in sample corpus and run a few queries")
@@ -97,6 +106,8 @@ def cmd_index_build(args) -> int:
             raise IndexStoreError(f"{out} already holds an index; pass --force to replace it")
         shutil.rmtree(out)
     corpus = read_corpus(args.corpus, text_field=args.text_field)
+    if args.coarse or args.fine:
+        return build_hybrid(args, corpus)
     enc = load(args.bundle, threads=args.threads)
     start = time.perf_counter()
     with Index.create(out, enc, capacity=len(corpus.texts), bundle_ref=bundle_ref(args.bundle, enc.path)) as index:
@@ -114,22 +125,34 @@ def open_index_with_bundle(folder: str, bundle: str | None, threads: int | None 
     from .errors import IndexStoreError
     from .index import Index
 
-    meta_index = Index.open(folder)
+    meta_index = Index.open(folder, read_only=True)
     ref = bundle or meta_index.meta.get("bundle_ref")
     meta_index.close()
     if not ref:
         raise IndexStoreError(f"{folder} records no bundle; pass --bundle")
-    return Index.open(folder, load(ref, threads=threads))
+    return Index.open(folder, load(ref, threads=threads), read_only=True)
 
 
 def cmd_search(args) -> int:
-    index = open_index_with_bundle(args.index, args.bundle, args.threads)
-    start = time.perf_counter()
-    hits = index.search(args.query, k=args.k)
-    ms = (time.perf_counter() - start) * 1e3
-    index.close()
+    from .errors import InputError
+    from .index import Index
+
+    with Index.open(args.index, read_only=True) as peek:
+        hybrid = peek.meta.get("kind") == "hybrid"
+    if hybrid:
+        hits, timings = search_hybrid(args)
+        ms = timings["total_ms"]
+    else:
+        if args.rerank == "live" or args.fine:
+            raise InputError(f"{args.index} is a plain index: --rerank live and --fine need a hybrid index")
+        index = open_index_with_bundle(args.index, args.bundle, args.threads)
+        start = time.perf_counter()
+        hits = index.search(args.query, k=args.k, ef=args.candidates)
+        ms = (time.perf_counter() - start) * 1e3
+        index.close()
+        timings = {"total_ms": round(ms, 3)}
     if args.json:
-        json.dump({"query": args.query, "latency_ms": round(ms, 3),
+        json.dump({"query": args.query, "latency_ms": round(ms, 3), "timings": timings,
                    "hits": [h.__dict__ for h in hits]}, sys.stdout, ensure_ascii=False)
         print()
     else:
@@ -137,6 +160,40 @@ def cmd_search(args) -> int:
             print(f"{rank:>3}. {h.score:.4f}  {h.id}  {snippet(h.text)}")
         print(f"({len(hits)} hits in {ms:.1f} ms)")
     return 0
+
+
+def build_hybrid(args, corpus) -> int:
+    """`index build --coarse A --fine B`: coarse vectors in the graph, fine int8 vectors beside the store."""
+    from .encoder import load
+    from .errors import InputError
+    from .retrieve import HybridRetriever
+
+    if args.bundle is not None or not (args.coarse and args.fine):
+        raise InputError("a hybrid index needs both --coarse and --fine (and no BUNDLE argument)")
+    coarse, fine = load(args.coarse, threads=args.threads), load(args.fine, threads=args.threads)
+    start = time.perf_counter()
+    with HybridRetriever(coarse, fine, args.out, coarse_dim=args.coarse_dim, threads=args.threads or 1,
+                         coarse_ref=bundle_ref(args.coarse, coarse.path), fine_ref=bundle_ref(args.fine, fine.path)) as h:
+        h.add(corpus.texts, ids=corpus.ids, metadata=corpus.metadata, show_progress=True)
+        n = len(h)
+    print(f"indexed {n} documents into {args.out} (hybrid: coarse {coarse.name} dim {h.coarse_dim}, fine "
+          f"{fine.name} int8) in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def search_hybrid(args) -> tuple[list, dict]:
+    """Search a hybrid index with the bundles it records (--fine: another bundle for --rerank live)."""
+    from .encoder import load
+    from .index import Index
+    from .retrieve import HybridRetriever
+
+    with Index.open(args.index, read_only=True) as peek:
+        coarse_ref, fine_ref = peek.meta["coarse"]["ref"], peek.meta["fine"]["ref"]
+    coarse, fine = load(coarse_ref, threads=args.threads), load(fine_ref, threads=args.threads)
+    live = load(args.fine, threads=args.threads) if args.fine else None
+    with HybridRetriever(coarse, fine, args.index, read_only=True, live=live) as h:
+        res = h.search(args.query, k=args.k, candidates=args.candidates or 100, rerank=args.rerank)
+    return list(res), res.timings
 
 
 def snippet(text: str, width: int = 90) -> str:

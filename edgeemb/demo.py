@@ -56,4 +56,35 @@ def run_demo(bundle: str | None = None, k: int = 3) -> int:
     latencies.sort()
     print(f"per-query latency (encode + search): median {latencies[len(latencies) // 2]:.1f} ms, "
           f"max {latencies[-1]:.1f} ms; peak RSS {peak_rss_mb():.0f} MB")
+    if bundle is None:
+        run_static_demo()
     return 0
+
+
+def run_static_demo() -> None:
+    """The second default, a static bundle distilled from MiniLM: each query's top hit and its latency."""
+    from .encoder import load
+    from .errors import BundleError
+    from .index import Index
+
+    start = time.perf_counter()
+    try:
+        enc = load("default-static")
+    except BundleError as exc:
+        print(f"\n(static default skipped: {exc})")
+        return
+    print(f"\nstatic bundle: {enc.name} (dim {enc.dim}, {enc.manifest.quantization}, no transformer) loaded in "
+          f"{(time.perf_counter() - start) * 1e3:.0f} ms; top hit per query:")
+    ids, texts, meta = sample_corpus()
+    latencies = []
+    with tempfile.TemporaryDirectory(prefix="edgeemb-demo-") as tmp:
+        index = Index.create(tmp, enc, capacity=len(texts))
+        index.add(texts, ids=ids, metadata=meta)
+        for query in demo_queries():
+            t0 = time.perf_counter()
+            hit = index.search(query, k=1)[0]
+            latencies.append((time.perf_counter() - t0) * 1e3)
+            print(f"  [{latencies[-1]:.2f} ms] {snippet(query, 40):<40} -> {hit.score:.3f}  {hit.id}")
+        index.close()
+    latencies.sort()
+    print(f"static per-query latency (encode + search): median {latencies[len(latencies) // 2]:.2f} ms")

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
 from . import pooling
 from .bundle import Manifest, read_manifest, verify_files
@@ -16,6 +16,9 @@ from .progress import Progress
 from .similarity import cosine
 from .tokenize import TextTokenizer, check_texts
 
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
 
 class TruncationWarning(UserWarning):
     """Some texts were longer than the bundle's max_length and were cut."""
@@ -23,6 +26,8 @@ class TruncationWarning(UserWarning):
 
 def session_options(threads: int, arena: bool = True, mem_pattern: bool = True) -> ort.SessionOptions:
     """onnxruntime options: exactly `threads` intra-op threads, one inter-op, sequential execution."""
+    import onnxruntime as ort  # imported on first use: static bundles never need it (~30 MB RSS)
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -64,9 +69,24 @@ class Encoder:
         m = self.manifest
         return f"Encoder({m.name!r}, kind={m.kind}, dim={m.dim}, quantization={m.quantization}, threads={self.threads})"
 
+    def __getattr__(self, name: str):
+        """Static bundles' word API (words, vectors, vector, most_similar, ...) by delegation to the backend."""
+        from .static import WORD_API
+
+        session = self.__dict__.get("session")
+        if name in WORD_API and hasattr(session, name):
+            return getattr(session, name)
+        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}"
+                             + (" (word queries need a static bundle)" if name in WORD_API else ""))
+
     def encode(self, texts: Sequence[str] | str, batch_size: int = 32, normalize: bool | None = None,
-               show_progress: bool = False, prompt: str | None = None, max_tokens: int = 2048) -> np.ndarray:
-        """Embed texts as float32 (n, dim) in input order; a single str gives (dim,). Empty strings are allowed."""
+               show_progress: bool = False, prompt: str | None = None, max_tokens: int = 2048,
+               layer: int | str | None = None) -> np.ndarray:
+        """Embed texts as float32 (n, dim) in input order; a single str gives (dim,). Empty strings are allowed.
+
+        layer: for LLM bundles exported with --layer all, a hidden-state index (0 = embeddings, -1 = last)
+        or "all", which gives (n, n_layers + 1, dim) so a layer sweep is one pass.
+        """
         single = isinstance(texts, str)
         texts = check_texts([texts] if single else texts)
         if batch_size < 1 or max_tokens < 1:
@@ -74,14 +94,16 @@ class Encoder:
         if prompt:
             texts = [prompt + t for t in texts]
         normalize = self.manifest.normalize if normalize is None else normalize
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        layer_index = self._layer_index(layer)
+        width = (len(self.manifest.layers),) if layer_index == "all" else ()
+        out = np.zeros((len(texts), *width, self.dim), dtype=np.float32)
         if not texts:
             return out[0] if single else out
         tok = self.tokenizer.tokenize(texts)
         self._note_truncation(tok.truncated, len(texts))
         with Progress(len(texts), f"encode {self.name}", show_progress, "texts") as bar:
             for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
-                out[batch.rows] = self._embed_batch(batch, normalize)
+                out[batch.rows] = self._embed_batch(batch, normalize, layer_index)
                 bar.update(len(batch.rows))
         return out[0] if single else out
 
@@ -101,7 +123,9 @@ class Encoder:
         enc = self.tokenizer.tokenizer.encode(text[: self.manifest.max_length * 64])
         batch = next(self.tokenizer.batches(self.tokenizer.tokenize([text]), 1, 1 << 30))
         (tokens,) = self._run(batch, ["token_embeddings"])
-        return list(enc.tokens), tokens[0][batch.attention_mask[0].astype(bool)]
+        eos = self.tokenizer.eos_id
+        names = list(enc.tokens) + ([self.tokenizer.tokenizer.id_to_token(eos)] if eos is not None else [])
+        return names, tokens[0][batch.attention_mask[0].astype(bool)]
 
     def similarity(self, a, b) -> np.ndarray | float:
         """Cosine similarity of texts or vectors (str/list of str are encoded first)."""
@@ -112,7 +136,24 @@ class Encoder:
             return self.encode(x)
         return np.asarray(x, dtype=np.float32)
 
-    def _embed_batch(self, batch, normalize: bool) -> np.ndarray:
+    def _layer_index(self, layer: int | str | None) -> int | str | None:
+        """Where a hidden-state index (or "all") sits in the graph's layer_embeddings output."""
+        if layer is None:
+            return None
+        if "layer_embeddings" not in self._outputs:
+            raise InputError(f"bundle {self.name} has no per-layer output (export it with --layer all)")
+        if layer == "all":
+            return "all"
+        n = max(self.manifest.layers)  # hidden states 0..n
+        if isinstance(layer, bool) or not isinstance(layer, int) or not -(n + 1) <= layer <= n:
+            raise InputError(f"layer must be 'all' or an int in {-(n + 1)}..{n}, got {layer!r}")
+        return self.manifest.layers.index(layer % (n + 1))
+
+    def _embed_batch(self, batch, normalize: bool, layer_index: int | str | None = None) -> np.ndarray:
+        if layer_index is not None:  # layer_embeddings are pooled, never normalised, in the graph
+            (vecs,) = self._run(batch, ["layer_embeddings"])
+            vecs = vecs if layer_index == "all" else vecs[:, layer_index]
+            return pooling.normalize(vecs) if normalize else vecs
         if normalize == self.manifest.normalize or "token_embeddings" not in self._outputs:
             (vecs,) = self._run(batch, ["sentence_embedding"])
             return pooling.normalize(vecs) if normalize and not self.manifest.normalize else vecs
@@ -154,12 +195,16 @@ def resolve_bundle(path: str | Path | None) -> Path:
 
 def load(path: str | Path | None = None, threads: int | None = None, verify: bool = True, arena: bool = True,
          mem_pattern: bool = True, low_memory: bool = False) -> Encoder:
-    """Load a bundle folder (None: the embedded default) and create its onnxruntime session once.
+    """Load a bundle folder or .tar archive (None: the embedded default); create its onnxruntime session once.
 
     threads: intra-op threads (default: physical cores); verify: check every file's sha256;
     low_memory: preset for small devices (one thread, no arena, no memory pattern).
     """
     folder = resolve_bundle(path)
+    if folder.is_file():  # a .tar from `edgeemb pack`: unpacked (every checksum verified) into the cache once
+        from .archive import unpack_cached
+
+        folder, verify = unpack_cached(folder, verify), False
     manifest = read_manifest(folder)
     if verify:
         verify_files(folder, manifest)
@@ -168,9 +213,15 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
     threads = physical_cores() if threads is None else threads
     if not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive int, got {threads!r}")
+    if manifest.kind == "static" and "model.onnx" not in manifest.files:  # numpy gather backend, no graph
+        from .static import load_static
+
+        return Encoder(folder, manifest, *load_static(folder, manifest), threads)
     model = folder / ("model.ort" if "model.ort" in manifest.files else "model.onnx")
     if model.name not in manifest.files:
         raise BundleError(f"{folder / 'edgeemb.json'}: field 'files' lists no model.onnx")
+    import onnxruntime as ort
+
     try:
         session = ort.InferenceSession(str(model), session_options(threads, arena, mem_pattern),
                                        providers=["CPUExecutionProvider"])
@@ -178,5 +229,6 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
         raise BundleError(f"{model}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
     tok_opts = manifest.tokenizer
     tokenizer = TextTokenizer(folder / tok_opts.get("file", "tokenizer.json"), manifest.max_length,
-                              tok_opts.get("pad_id", 0), tok_opts.get("padding_side", "right"))
+                              tok_opts.get("pad_id", 0), tok_opts.get("padding_side", "right"),
+                              tok_opts.get("eos_id") if manifest.options.get("append_eos") else None)
     return Encoder(folder, manifest, session, tokenizer, threads)

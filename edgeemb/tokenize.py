@@ -43,22 +43,34 @@ def check_texts(texts: Sequence[str]) -> list[str]:
 
 
 class TextTokenizer:
-    """A tokenizers.Tokenizer set to truncate at max_length with no fixed padding."""
+    """A tokenizers.Tokenizer set to truncate at max_length with no fixed padding.
 
-    def __init__(self, path: str | Path, max_length: int, pad_id: int = 0, padding_side: str = "right"):
+    eos_id: append this token to every text (LLM encoders pooling the last token); truncation leaves it room.
+    """
+
+    eos_id: int | None = None
+
+    def __init__(self, path: str | Path, max_length: int, pad_id: int = 0, padding_side: str = "right",
+                 eos_id: int | None = None):
         try:
             self.tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # tokenizers raises bare Exception subclasses
             raise BundleError(f"{path}: cannot load tokenizer ({str(exc).splitlines()[0]})") from None
+        if eos_id is not None and max_length < 2:
+            raise BundleError(f"{path}: max_length {max_length} leaves no room for the appended EOS token")
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length)
+        self.tokenizer.enable_truncation(max_length - (eos_id is not None))
         self.max_length, self.pad_id, self.padding_side = max_length, pad_id, padding_side
+        self.eos_id = eos_id
 
     def tokenize(self, texts: list[str]) -> Tokenized:
         """Token ids per text; huge texts are cut first so tokenising stays bounded."""
         cap = self.max_length * CHARS_PER_TOKEN_CAP
         encs = self.tokenizer.encode_batch([t[:cap] for t in texts])
         truncated = sum(1 for t, e in zip(texts, encs) if e.overflowing or len(t) > cap)
+        if self.eos_id is not None:
+            eos = [self.eos_id]
+            return Tokenized([e.ids + eos for e in encs], [e.type_ids + [0] for e in encs], truncated)
         return Tokenized([e.ids for e in encs], [e.type_ids for e in encs], truncated)
 
     def batches(self, tok: Tokenized, batch_size: int, max_tokens: int) -> Iterator[Batch]:

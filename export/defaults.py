@@ -38,4 +38,10 @@ def build_defaults(force: bool = False) -> list[Path]:
     if force or not is_built(out):
         export_sentence(minilm_source(), out, "int8", name=out.name, force=True)
     print(f"default bundle: {out}", file=sys.stderr)
-    return [out]
+    static = default_bundle_path("default-static")
+    if force or not is_built(static):
+        from .distill import distill
+
+        distill(minilm_source(), static, dims=256, quantization="int8", name=static.name, force=True)
+    print(f"default static bundle: {static}", file=sys.stderr)
+    return [out, static]

@@ -42,6 +42,83 @@ def quantize(src: Path, dst: Path, how: str) -> None:
         raise ExportError(f"unknown quantization {how!r}; expected one of {', '.join(QUANTIZE_CHOICES)}")
 
 
+PROTOBUF_LIMIT = 2_000_000_000  # bytes; larger graphs keep their weights in <name>.data beside them
+
+
+def save_model_proto(model, dst: Path, external: bool | None = None) -> None:
+    """onnx.save, with all weights in one external file (<dst>.data) when asked or past 2 GB."""
+    import onnx
+
+    size = sum(t.ByteSize() for t in model.graph.initializer)
+    if not external and size < PROTOBUF_LIMIT:
+        onnx.save(model, str(dst))
+    else:
+        onnx.save(model, str(dst), save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=dst.name + ".data", size_threshold=1024)
+        dst.with_name(dst.name + ".data").chmod(0o644)  # onnx makes it private; bundles are shared
+
+
+def save_onnx(src: Path, dst: Path) -> None:
+    """Re-save an ONNX file (loading any external data) as dst, itself external past 2 GB."""
+    import onnx
+
+    save_model_proto(onnx.load(str(src)), dst)
+
+
+def token_table_gather(model, share: float = 0.1) -> str | None:
+    """Name of the Gather reading the largest constant table when that table is >= `share` of all weights.
+
+    That is the token-embedding table, which dominates the size of large-vocabulary models; small tables
+    (positions, relative-position buckets) stay float.
+    """
+    import numpy as np
+
+    sizes = {t.name: int(np.prod(t.dims)) for t in model.graph.initializer}
+    gathers = [(sizes[n.input[0]], n.name) for n in model.graph.node
+               if n.op_type == "Gather" and n.input[0] in sizes and n.name]
+    if not gathers:
+        return None
+    size, name = max(gathers)
+    return name if size >= share * sum(sizes.values()) else None
+
+
+def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: int | None = None,
+                  embeddings: bool = True) -> None:
+    """Weight-only int4, asymmetric, block-wise: MatMul -> MatMulNBits, token table -> GatherBlockQuantized.
+
+    The quantiser raises the default opset to 21 when it touches a Gather (for int4 DequantizeLinear, which
+    the QOperator format never emits); every new node is a com.microsoft contrib op, so the graph's own opset
+    is put back, else opset-17 nodes (ReduceMean with an axes attribute) turn invalid. int4 needs IR 10.
+    """
+    import logging
+
+    import onnx
+
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    for handler in [h for h in root.handlers if h not in handlers]:  # its import runs logging.basicConfig
+        root.removeHandler(handler)
+    root.setLevel(level)
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.ERROR)
+    model = onnx.load(str(src))
+    opsets = {o.domain: o.version for o in model.opset_import}
+    table = token_table_gather(model) if embeddings else None
+    others = [n.name for n in model.graph.node if n.op_type == "Gather" and n.name != table]
+    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=False,
+                                     accuracy_level=accuracy_level, nodes_to_exclude=others,
+                                     op_types_to_quantize=("MatMul", "Gather") if table else ("MatMul",),
+                                     quant_axes=(("MatMul", 0), ("Gather", 1)))
+    quantizer.process()
+    out = quantizer.model.model
+    for opset in out.opset_import:
+        if opset.domain in opsets:
+            opset.version = opsets[opset.domain]
+    out.ir_version = max(out.ir_version, 10)
+    save_model_proto(out, dst)
+
+
 def graph_io(path: Path) -> tuple[list[str], dict[str, list]]:
     """Input names and output shapes (symbolic dims as names) of an ONNX file."""
     import onnx

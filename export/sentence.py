@@ -31,6 +31,15 @@ class SentenceConfig:
     normalize: bool
     max_length: int
     dim: int
+    dense: tuple[Path, ...] = ()  # Dense module folders after pooling (sentence-t5 style), in order
+
+
+SUPPORTED_MODULES = ("Transformer", "Pooling", "Dense", "Normalize")
+# model_type -> encoder-only transformers class (AutoModel would build the whole encoder-decoder)
+ENCODER_CLASSES = {"t5": "T5EncoderModel", "mt5": "MT5EncoderModel", "umt5": "UMT5EncoderModel"}
+# model_type -> onnxruntime transformer-optimiser type; other architectures (DeBERTa-v2's relative attention,
+# T5's relative bias and RMSNorm) are left unfused: onnxruntime still optimises them when it loads the graph
+OPTIMIZER_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "distilbert": "bert"}
 
 
 def read_sentence_config(src: Path) -> SentenceConfig:
@@ -43,30 +52,77 @@ def read_sentence_config(src: Path) -> SentenceConfig:
     by_type = {m["type"].rsplit(".", 1)[-1]: m for m in modules}
     if "Transformer" not in by_type or "Pooling" not in by_type:
         raise ExportError(f"{modules_file}: needs a Transformer and a Pooling module, found {sorted(by_type)}")
+    unknown = [m["type"] for m in modules if m["type"].rsplit(".", 1)[-1] not in SUPPORTED_MODULES]
+    if unknown:
+        raise ExportError(f"{modules_file}: module {unknown[0]} is not supported "
+                          f"({', '.join(SUPPORTED_MODULES)})")
     transformer_dir = src / by_type["Transformer"].get("path", "")
     pool_cfg = json.loads((src / by_type["Pooling"]["path"] / "config.json").read_text(encoding="utf-8"))
     modes = [name for key, name in POOLING_KEYS.items() if pool_cfg.get(key)]
-    others = [k for k, v in pool_cfg.items() if k.startswith("pooling_mode") and v and k not in POOLING_KEYS]
+    others = [k for k, v in pool_cfg.items() if k.startswith("pooling_mode_") and v and k not in POOLING_KEYS]
+    if isinstance(pool_cfg.get("pooling_mode"), str):  # sentence-transformers 5.x: "pooling_mode": "mean"
+        mode = pool_cfg["pooling_mode"]
+        named = {"mean": "mean", "max": "max", "cls": "cls", "lasttoken": "last"}
+        modes, others = ([named[mode]], []) if mode in named else ([], [mode])
     if len(modes) != 1 or others:
         raise ExportError(f"{src}: pooling {modes + others} is not supported (one of mean, cls, max, lasttoken)")
     st_cfg_file = transformer_dir / "sentence_bert_config.json"
     st_cfg = json.loads(st_cfg_file.read_text(encoding="utf-8")) if st_cfg_file.is_file() else {}
+    tok_cfg_file = transformer_dir / "tokenizer_config.json"
+    tok_cfg = json.loads(tok_cfg_file.read_text(encoding="utf-8")) if tok_cfg_file.is_file() else {}
     hf_cfg = json.loads((transformer_dir / "config.json").read_text(encoding="utf-8"))
-    max_length = int(st_cfg.get("max_seq_length") or hf_cfg.get("max_position_embeddings", 512))
-    dim = int(pool_cfg.get("word_embedding_dimension") or hf_cfg["hidden_size"])
-    return SentenceConfig(transformer_dir, modes[0], "Normalize" in by_type, max_length, dim)
+    model_max = tok_cfg.get("model_max_length") if isinstance(tok_cfg.get("model_max_length"), int) else None
+    model_max = model_max if model_max and model_max < 100_000 else None  # 1e30: "no limit"
+    max_length = int(st_cfg.get("max_seq_length") or model_max or hf_cfg.get("max_position_embeddings", 512))
+    dense = tuple(src / m["path"] for m in modules if m["type"].endswith(".Dense"))
+    dim = int(json.loads((dense[-1] / "config.json").read_text(encoding="utf-8"))["out_features"] if dense
+              else pool_cfg.get("word_embedding_dimension") or pool_cfg.get("embedding_dimension")
+              or hf_cfg.get("hidden_size") or hf_cfg["d_model"])
+    return SentenceConfig(transformer_dir, modes[0], "Normalize" in by_type, max_length, dim, dense)
 
 
-def build_graph_module(model, pooling: str, normalize: bool):
+def load_dense(folder: Path):
+    """A sentence-transformers Dense module as torch Linear + activation (Identity or Tanh)."""
+    import torch
+
+    cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    act = cfg.get("activation_function", "torch.nn.modules.linear.Identity").rsplit(".", 1)[-1]
+    if act not in ("Identity", "Tanh"):
+        raise ExportError(f"{folder}: Dense activation {act} is not supported (Identity, Tanh)")
+    linear = torch.nn.Linear(cfg["in_features"], cfg["out_features"], bias=cfg.get("bias", True))
+    if (folder / "model.safetensors").is_file():
+        from safetensors.torch import load_file
+
+        state = load_file(str(folder / "model.safetensors"))
+    else:
+        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+    linear.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
+    return torch.nn.Sequential(linear, getattr(torch.nn, act)()).eval()
+
+
+def load_transformer(folder: Path):
+    """The encoder in fp32 eval mode: AutoModel, or the encoder-only class for T5-family configs."""
+    import transformers
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(str(folder), local_files_only=True)
+    cls = getattr(transformers, ENCODER_CLASSES.get(config.model_type, "AutoModel"))
+    return cls.from_pretrained(str(folder), local_files_only=True).eval()
+
+
+def build_graph_module(model, pooling: str, normalize: bool, dense=None):
     """Wrap a transformers encoder so its ONNX graph outputs sentence_embedding and token_embeddings."""
     import torch
 
-    accepts_types = "token_type_ids" in inspect.signature(model.forward).parameters
+    # token_type_ids only where the model has type embeddings (DeBERTa-v2 takes and ignores them; T5 has none)
+    accepts_types = "token_type_ids" in inspect.signature(model.forward).parameters \
+        and getattr(model.config, "type_vocab_size", 1) > 0
 
     class SentenceGraph(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
+            self.dense = dense  # a registered submodule, so tracing sees its weights as parameters
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
             kw = {"token_type_ids": token_type_ids} if accepts_types else {}
@@ -83,6 +139,8 @@ def build_graph_module(model, pooling: str, normalize: bool):
                 pos = torch.arange(seq, device=attention_mask.device).unsqueeze(0)
                 last = (pos * attention_mask).argmax(1)
                 pooled = tokens[torch.arange(tokens.shape[0]), last]
+            if self.dense is not None:
+                pooled = self.dense(pooled)
             if normalize:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
             return pooled, tokens
@@ -126,21 +184,27 @@ def export_sentence(src: str | Path, out: str | Path, quantization: str = "int8"
                     name: str | None = None, check: bool = True, force: bool = False) -> Path:
     """Export a sentence-transformers folder to a bundle; parity vs sentence-transformers is measured and checked."""
     import torch
-    from transformers import AutoModel
 
     src, out = Path(src), Path(out)
     cfg = read_sentence_config(src)
     max_length = max_length or cfg.max_length
     name = name or f"{src.name}-{quantization}"
     step(1, 5, f"loading {src}")
-    model = AutoModel.from_pretrained(str(cfg.transformer_dir), local_files_only=True).eval()
-    module, with_types = build_graph_module(model, cfg.pooling, cfg.normalize)
+    model = load_transformer(cfg.transformer_dir)
+    dense = torch.nn.Sequential(*(load_dense(d) for d in cfg.dense)) if cfg.dense else None
+    module, with_types = build_graph_module(model, cfg.pooling, cfg.normalize, dense)
     with staging(out, force) as folder, tempfile.TemporaryDirectory() as tmp:
         raw, fused = Path(tmp) / "raw.onnx", Path(tmp) / "fused.onnx"
         step(2, 5, "exporting ONNX (opset 17)")
         export_onnx(module, raw, with_types, model.config.vocab_size)
-        step(3, 5, "fusing attention, LayerNorm and GELU (onnxruntime transformer optimiser)")
-        optimize_transformer(raw, fused, model.config.num_attention_heads, model.config.hidden_size)
+        opt_type = OPTIMIZER_TYPES.get(model.config.model_type)
+        if opt_type:
+            step(3, 5, "fusing attention, LayerNorm and GELU (onnxruntime transformer optimiser)")
+            optimize_transformer(raw, fused, model.config.num_attention_heads, model.config.hidden_size,
+                                 opt_type)
+        else:
+            step(3, 5, f"no offline fusion for {model.config.model_type} (onnxruntime optimises it at load)")
+            fused = raw
         step(4, 5, f"quantizing: {quantization}")
         quantize(fused, folder / "model.onnx", quantization)
         pad_id = write_tokenizer(cfg.transformer_dir, folder / "tokenizer.json", max_length)

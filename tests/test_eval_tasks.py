@@ -2,9 +2,12 @@
 
 import argparse
 import csv
+import importlib.machinery
 import io
 import json
 import math
+import sys
+import types
 import zlib
 from pathlib import Path
 
@@ -332,6 +335,28 @@ def test_cli_reference_spec(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(edgeemb, "load", lambda path: HashModel(), raising=False)
     assert _cli(["eval", "b", "--reference", "hf:x", "--data", str(tmp_path)]) == 2
     assert "sentence-transformers:PATH" in capsys.readouterr().err
+
+
+def test_cli_reference_model(data_dir, monkeypatch, capsys):
+    calls = []
+
+    class FakeSentenceTransformer:
+        def __init__(self, path):
+            self.hash = HashModel(static=False)
+
+        def encode(self, texts, batch_size, convert_to_numpy, show_progress_bar):
+            calls.append((batch_size, convert_to_numpy, show_progress_bar))
+            return self.hash.encode(texts).astype(np.float64)
+
+    module = types.ModuleType("sentence_transformers")
+    module.__spec__ = importlib.machinery.ModuleSpec("sentence_transformers", None)
+    module.SentenceTransformer = FakeSentenceTransformer
+    monkeypatch.setitem(sys.modules, "sentence_transformers", module)
+    monkeypatch.setattr(edgeemb, "load", lambda path: HashModel(static=False), raising=False)
+    argv = ["eval", "b", "--reference", "sentence-transformers:models/mini", "--data", str(data_dir)]
+    assert _cli([*argv, "--task", "sts"]) == 0
+    assert "| b | st:mini | Δ st:mini |" in capsys.readouterr().out
+    assert calls and all(c[1] is True for c in calls)
 
 
 REAL = data.data_root()

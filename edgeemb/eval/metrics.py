@@ -176,10 +176,16 @@ def _cosadd(E, a, b, c):
 
 
 def _cosmul(E, a, b, c, eps=1e-3):
-    def shifted(i):
-        return (E[i] @ E.T + 1) / 2
-
-    return shifted(b) * shifted(c) / (shifted(a) + eps)
+    u, inv = np.unique(np.concatenate([a, b, c]), return_inverse=True)  # questions share words: fewer rows
+    shifted = E[u] @ E.T
+    shifted += 1
+    shifted /= 2  # cosines mapped to [0, 1]
+    ia, ib, ic = inv.reshape(3, -1)
+    s, den = shifted[ib], shifted[ia]
+    s *= shifted[ic]
+    den += eps
+    s /= den
+    return s
 
 
 def analogy_3cosadd(E: np.ndarray, a: Sequence[int], b: Sequence[int], c: Sequence[int]) -> np.ndarray:

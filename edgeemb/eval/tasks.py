@@ -64,7 +64,7 @@ def _pair_cosines(model, a: list[str], b: list[str], batch_size: int, show_progr
 
 
 def _pct(x: float) -> float:
-    return 100.0 * x
+    return 100.0 * float(x)
 
 
 def sts(

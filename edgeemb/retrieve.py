@@ -1,0 +1,260 @@
+"""HybridRetriever: two-stage search, a cheap encoder recalls candidates and a contextual one orders them.
+
+The coarse (e.g. static) encoder's document vectors live in the HNSW graph of an Index; the fine encoder's
+document vectors are kept as int8 rows with a per-row scale in `fine.i8` beside the store, memory-mapped and
+read only for the N candidates of a query ("stored" rerank). With rerank="live" the candidates' texts are
+encoded at query time instead (by `live`, e.g. an LLM encoder, or the fine encoder). Fine rows are written and
+fsynced before the store commits their documents, so every acknowledged document has its row.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Sequence
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import IndexMismatchError, IndexStoreError, InputError
+from .index import STORE, Hit, Index
+from .pooling import normalize
+from .progress import Progress
+from .similarity import top_k
+from .vectorfile import Int8Rows
+
+FINE_FILE = "fine.i8"
+RERANK_MODES = ("stored", "live")
+
+
+class Results(list):
+    """Hits, best first, with `.timings`: milliseconds per stage and the number of candidates."""
+
+    def __init__(self, hits: Sequence[Hit] = (), timings: dict[str, float] | None = None):
+        super().__init__(hits)
+        self.timings = timings or {}
+
+
+def bundle_record(encoder, ref: str | None = None) -> dict[str, Any]:
+    """What an index remembers of an encoder: identity, name, dimension and how to find it again."""
+    return {"bundle_id": encoder.manifest.bundle_id, "name": encoder.manifest.name, "dim": encoder.dim,
+            "ref": ref or str(Path(encoder.path).resolve())}
+
+
+class HybridRetriever:
+    """Coarse recall from an HNSW graph, then exact re-scoring of the candidates with a finer encoder.
+
+    path None: a temporary index, removed on close(). An existing index folder is opened (and checked against
+    both encoders); otherwise one is created. coarse_dim keeps only the first dims of the coarse vectors
+    (sensible for PCA-ordered static tables), which shrinks the graph's memory.
+    """
+
+    def __init__(self, coarse, fine, path: str | Path | None = None, *, read_only: bool = False, live=None,
+                 coarse_dim: int | None = None, M: int = 16, ef_construction: int = 200, threads: int = 1,
+                 coarse_ref: str | None = None, fine_ref: str | None = None):
+        if coarse is None or fine is None:
+            raise InputError("HybridRetriever needs a coarse and a fine encoder")
+        self.coarse, self.fine, self.live = coarse, fine, live
+        self._tmp = None
+        if path is None:
+            if read_only:
+                raise InputError("a temporary hybrid index cannot be read-only")
+            self._tmp = tempfile.TemporaryDirectory(prefix="edgeemb-hybrid-")
+            path = self._tmp.name
+        path = Path(path)
+        if (path / STORE).is_file():
+            self.index = Index.open(path, read_only=read_only, threads=threads)
+            try:
+                self._check(path)
+                self.fine_rows = self._open_fine(path, read_only)
+            except BaseException:
+                self.index.close()
+                raise
+        else:
+            if read_only:
+                raise IndexStoreError(f"no index at {path} ({STORE} missing)")
+            cdim = coarse.dim if coarse_dim is None else int(coarse_dim)
+            if not 0 < cdim <= coarse.dim:
+                raise InputError(f"coarse_dim must be in 1..{coarse.dim}, got {coarse_dim}")
+            self.index = Index.create(path, dim=cdim, M=M, ef_construction=ef_construction, threads=threads,
+                                      ef_search=100, extra_meta={
+                                          "kind": "hybrid", "coarse": bundle_record(coarse, coarse_ref),
+                                          "fine": bundle_record(fine, fine_ref), "fine_file": FINE_FILE})
+            self.fine_rows = Int8Rows.create(path / FINE_FILE, fine.dim)
+        self.coarse_dim = self.index.dim
+
+    @property
+    def path(self) -> Path:
+        """The index folder."""
+        return self.index.path
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Save what changed, close the store and drop the memory map (and a temporary folder)."""
+        try:
+            self.index.close()
+        finally:
+            self.fine_rows.close()
+            if self._tmp is not None:
+                self._tmp.cleanup()
+                self._tmp = None
+
+    # -- writing ------------------------------------------------------------------------------------------
+    def add(self, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict] | None = None,
+            batch_size: int = 256, show_progress: bool = False) -> list[str]:
+        """Encode documents with both encoders and add them; each chunk of batch_size is one transaction."""
+        return self._write(texts, ids, metadata, batch_size, show_progress, False, False)
+
+    def add_vectors(self, coarse: np.ndarray, fine: np.ndarray, texts: Sequence[str], ids: Sequence[str] | None = None,
+                    metadata: Sequence[dict] | None = None, batch_size: int = 4096,
+                    show_progress: bool = False) -> list[str]:
+        """Add documents whose coarse and fine vectors were computed elsewhere (same bundles, document side)."""
+        coarse, fine = np.asarray(coarse, np.float32), np.asarray(fine, np.float32)
+        n = len(texts) if isinstance(texts, (list, tuple)) else -1
+        if coarse.shape not in ((n, self.coarse.dim), (n, self.coarse_dim)) or fine.shape != (n, self.fine.dim):
+            raise InputError(f"vectors have shapes {coarse.shape} and {fine.shape}, expected ({n}, {self.coarse.dim}) "
+                             f"and ({n}, {self.fine.dim})")
+        return self._write(texts, ids, metadata, batch_size, show_progress, False, False,
+                           lambda sl: (self._cut(coarse[sl]), normalize(fine[sl])))
+
+    def upsert(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None,
+               must_exist: bool = False, batch_size: int = 256) -> list[str]:
+        """Add or replace documents by id (must_exist: every id must already be there)."""
+        return self._write(texts, ids, metadata, batch_size, False, True, must_exist)
+
+    def delete(self, ids: Sequence[str], missing_ok: bool = False) -> int:
+        """Delete documents by id (an unknown id is an error unless missing_ok). Their fine rows become dead."""
+        return self.index.delete(ids, missing_ok=missing_ok)
+
+    def save(self) -> None:
+        """Save the coarse graph (fine rows and documents are durable as soon as add returns)."""
+        self.index.save()
+
+    def compact(self, force: bool = False) -> bool:
+        """Rebuild the coarse graph without tombstones when due (or forced)."""
+        return self.index.compact(force)
+
+    def get(self, id: str) -> Hit | None:
+        """The stored document with this id, or None."""
+        return self.index.get(id)
+
+    # -- reading ------------------------------------------------------------------------------------------
+    def search(self, query: str, k: int = 10, candidates: int = 100, rerank: str = "stored",
+               filter: dict[str, Any] | None = None, ef: int | None = None) -> Results:
+        """Top-k documents: `candidates` recalled by the coarse graph, re-scored by the fine encoder.
+
+        rerank "stored": cosine against the stored int8 fine vectors; "live": encode the candidates now.
+        Hit scores are fine-encoder cosines; `.timings` gives ms per stage.
+        """
+        if not isinstance(query, str):
+            raise InputError(f"query must be a str, got {type(query).__name__}")
+        if rerank not in RERANK_MODES:
+            raise InputError(f"rerank must be one of {', '.join(RERANK_MODES)}, got {rerank!r}")
+        for name, value in (("k", k), ("candidates", candidates)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise InputError(f"{name} must be a positive int, got {value!r}")
+        n = max(int(candidates), int(k))
+        t = [time.perf_counter()]
+        cq = self._coarse([query], query=True)[0]
+        t.append(time.perf_counter())
+        reranker = self.fine if rerank == "stored" else (self.live or self.fine)
+        fq = _unit(reranker.encode_queries([query])[0])
+        t.append(time.perf_counter())
+        with self.index.reading():
+            pairs = self.index.candidates(cq, n, ef=ef or max(n, int(self.index.meta["ef_search"])), filter=filter)
+            labels = np.array([p[0] for p in pairs], dtype=np.int64)
+            t.append(time.perf_counter())
+            if rerank == "stored":
+                scores = self.fine_rows.scores(labels, fq)
+                idx, best = top_k(scores, int(k))
+                chosen, chosen_scores = labels[idx[0]], best[0]
+                t.append(time.perf_counter())
+                docs = self.index.documents(chosen.tolist())
+            else:
+                docs = self.index.documents(labels.tolist())
+        if rerank == "live":
+            labels = np.array([lab for lab in labels.tolist() if lab in docs], dtype=np.int64)
+            if len(labels):
+                dv = reranker.encode_documents([docs[lab].text for lab in labels.tolist()], batch_size=32)
+                scores = normalize(dv) @ fq
+            else:
+                scores = np.zeros(0, np.float32)
+            idx, best = top_k(scores, int(k))
+            chosen, chosen_scores = labels[idx[0]], best[0]
+            t.append(time.perf_counter())
+        t.append(time.perf_counter())
+        hits = [Hit(docs[lab].id, float(s), docs[lab].text, docs[lab].metadata)
+                for lab, s in zip(chosen.tolist(), chosen_scores.tolist()) if lab in docs]
+        ms = [(b - a) * 1e3 for a, b in pairwise(t)]
+        timings = {"coarse_encode_ms": ms[0], "fine_encode_ms": ms[1], "ann_ms": ms[2], "rerank_ms": ms[3],
+                   "fetch_ms": ms[4], "total_ms": (t[-1] - t[0]) * 1e3, "candidates": len(pairs)}
+        return Results(hits, {key: round(v, 4) if isinstance(v, float) else v for key, v in timings.items()})
+
+    # -- internals ----------------------------------------------------------------------------------------
+    def _coarse(self, texts: list[str], query: bool) -> np.ndarray:
+        enc = self.coarse.encode_queries if query else self.coarse.encode_documents
+        return self._cut(enc(texts, batch_size=256))
+
+    def _cut(self, vecs: np.ndarray) -> np.ndarray:
+        """Keep the first coarse_dim dimensions (renormalised)."""
+        return normalize(vecs[:, : self.coarse_dim]) if self.coarse_dim < vecs.shape[1] else vecs
+
+    def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        return self._coarse(texts, query=False), normalize(self.fine.encode_documents(texts, batch_size=32))
+
+    def _write(self, texts, ids, metadata, batch_size, show_progress, upsert: bool, must_exist: bool,
+               vectors=None) -> list[str]:
+        if batch_size < 1:
+            raise InputError(f"batch_size must be positive, got {batch_size}")
+        index = self.index
+        insert = index.upsert_vectors if upsert else index.add_vectors
+        with index.writing():
+            texts, ids, metas = index._check_docs(texts, ids, metadata, "upsert" if upsert else "add", must_exist)
+            index.reserve(len(texts))
+            with Progress(len(texts), f"index {index.path.name}", show_progress, "docs") as bar:
+                for s in range(0, len(texts), batch_size):
+                    sl = slice(s, s + batch_size)
+                    coarse, fine = vectors(sl) if vectors else self._encode(texts[sl])
+
+                    def write_fine(labels: np.ndarray, fine=fine) -> None:
+                        self.fine_rows.write(int(labels[0]), fine)
+
+                    insert(coarse, texts[sl], ids[sl], metas[sl], before_commit=write_fine)
+                    bar.update(len(texts[sl]))
+        return ids
+
+    def _check(self, path: Path) -> None:
+        meta = self.index.meta
+        if meta.get("kind") != "hybrid":
+            raise IndexStoreError(f"{path} is a plain index (bundle {meta.get('bundle_name')!r}), not a hybrid one")
+        for role, enc in (("coarse", self.coarse), ("fine", self.fine)):
+            rec = meta.get(role) or {}
+            if enc.manifest.bundle_id != rec.get("bundle_id") or enc.dim != rec.get("dim"):
+                raise IndexMismatchError(f"hybrid index {path} was built with {role} bundle {rec.get('name')!r} "
+                                         f"(dim {rec.get('dim')}), not {enc.manifest.name!r} (dim {enc.dim})")
+
+    def _open_fine(self, path: Path, read_only: bool) -> Int8Rows:
+        file = path / self.index.meta.get("fine_file", FINE_FILE)
+        if not file.is_file():
+            if len(self.index) or read_only:
+                raise IndexStoreError(f"{file} is missing: the fine vectors of {len(self.index)} documents are "
+                                      f"gone; rebuild the index from its corpus")
+            return Int8Rows.create(file, self.fine.dim)
+        rows = Int8Rows.open(file, self.fine.dim, read_only)
+        top = self.index._query_one("SELECT MAX(label) FROM docs")[0]
+        rows.check_rows(0 if top is None else top + 1)
+        return rows
+
+
+def _unit(vec: np.ndarray) -> np.ndarray:
+    vec = np.asarray(vec, dtype=np.float32)
+    return vec / max(float(np.linalg.norm(vec)), 1e-12)
