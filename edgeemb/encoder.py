@@ -20,6 +20,11 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 
+# Padded tokens per batch: bounds onnxruntime's arena (sample corpus: ~200 MB peak at 2048, ~420 MB at 8192).
+DEFAULT_MAX_TOKENS = 2048
+LOW_MEMORY_MAX_TOKENS = 512
+
+
 class TruncationWarning(UserWarning):
     """Some texts were longer than the bundle's max_length and were cut."""
 
@@ -50,6 +55,7 @@ class Encoder:
     def __init__(self, path: Path, manifest: Manifest, session, tokenizer: TextTokenizer, threads: int):
         self.path, self.manifest, self.session, self.tokenizer, self.threads = path, manifest, session, tokenizer, threads
         self.truncated = 0  # texts cut to max_length over this Encoder's life
+        self.max_tokens = DEFAULT_MAX_TOKENS  # padded tokens per batch when encode() is not told otherwise
         self._inputs = list(manifest.inputs)
         self._outputs = set(manifest.outputs)
 
@@ -80,7 +86,7 @@ class Encoder:
                              + (" (word queries need a static bundle)" if name in WORD_API else ""))
 
     def encode(self, texts: Sequence[str] | str, batch_size: int = 32, normalize: bool | None = None,
-               show_progress: bool = False, prompt: str | None = None, max_tokens: int = 2048,
+               show_progress: bool = False, prompt: str | None = None, max_tokens: int | None = None,
                layer: int | str | None = None) -> np.ndarray:
         """Embed texts as float32 (n, dim) in input order; a single str gives (dim,). Empty strings are allowed.
 
@@ -89,6 +95,7 @@ class Encoder:
         """
         single = isinstance(texts, str)
         texts = check_texts([texts] if single else texts)
+        max_tokens = self.max_tokens if max_tokens is None else max_tokens
         if batch_size < 1 or max_tokens < 1:
             raise InputError("batch_size and max_tokens must be positive")
         if prompt:
@@ -198,7 +205,8 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
     """Load a bundle folder or .tar archive (None: the embedded default); create its onnxruntime session once.
 
     threads: intra-op threads (default: physical cores); verify: check every file's sha256;
-    low_memory: preset for small devices (one thread, no arena, no memory pattern).
+    low_memory: preset for small devices: one thread, no memory-pattern planning, batches capped at 512 padded
+    tokens. The arena stays on: turning it off raised peak RSS here (PITFALLS.md; docs/results/shipping.md).
     """
     folder = resolve_bundle(path)
     if folder.is_file():  # a .tar from `edgeemb pack`: unpacked (every checksum verified) into the cache once
@@ -209,14 +217,14 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
     if verify:
         verify_files(folder, manifest)
     if low_memory:
-        threads, arena, mem_pattern = 1 if threads is None else threads, False, False
+        threads, mem_pattern = 1 if threads is None else threads, False
     threads = physical_cores() if threads is None else threads
     if not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive int, got {threads!r}")
     if manifest.kind == "static" and "model.onnx" not in manifest.files:  # numpy gather backend, no graph
         from .static import load_static
 
-        return Encoder(folder, manifest, *load_static(folder, manifest), threads)
+        return _preset(Encoder(folder, manifest, *load_static(folder, manifest), threads), low_memory)
     model = folder / ("model.ort" if "model.ort" in manifest.files else "model.onnx")
     if model.name not in manifest.files:
         raise BundleError(f"{folder / 'edgeemb.json'}: field 'files' lists no model.onnx")
@@ -231,4 +239,11 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
     tokenizer = TextTokenizer(folder / tok_opts.get("file", "tokenizer.json"), manifest.max_length,
                               tok_opts.get("pad_id", 0), tok_opts.get("padding_side", "right"),
                               tok_opts.get("eos_id") if manifest.options.get("append_eos") else None)
-    return Encoder(folder, manifest, session, tokenizer, threads)
+    return _preset(Encoder(folder, manifest, session, tokenizer, threads), low_memory)
+
+
+def _preset(encoder: Encoder, low_memory: bool) -> Encoder:
+    """Apply the low-memory batch cap."""
+    if low_memory:
+        encoder.max_tokens = LOW_MEMORY_MAX_TOKENS
+    return encoder

@@ -86,8 +86,10 @@ def test_threads_are_honoured(default_bundle):
     opts = enc.session.get_session_options()
     assert enc.threads == 1 and opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
     assert edgeemb.load(default_bundle, threads=2).session.get_session_options().intra_op_num_threads == 2
-    low = edgeemb.load(default_bundle, low_memory=True).session.get_session_options()
-    assert low.intra_op_num_threads == 1 and not low.enable_cpu_mem_arena and not low.enable_mem_pattern
+    low_enc = edgeemb.load(default_bundle, low_memory=True)
+    low = low_enc.session.get_session_options()
+    assert low.intra_op_num_threads == 1 and low.enable_cpu_mem_arena and not low.enable_mem_pattern
+    assert low_enc.max_tokens < edgeemb.load(default_bundle).max_tokens
     with pytest.raises(InputError, match="threads"):
         edgeemb.load(default_bundle, threads=0)
 

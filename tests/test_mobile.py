@@ -173,8 +173,8 @@ def test_bundle_without_a_graph_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("kw, expected", [
-    ({"low_memory": True}, (1, False, False)),
-    ({"low_memory": True, "threads": 2}, (2, False, False)),
+    ({"low_memory": True}, (1, True, False)),
+    ({"low_memory": True, "threads": 2}, (2, True, False)),
     ({"arena": False, "threads": 1}, (1, False, True)),
     ({"mem_pattern": False, "threads": 2}, (2, True, False)),
     ({"threads": 1}, (1, True, True)),
