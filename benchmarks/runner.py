@@ -151,7 +151,8 @@ def ensure_embeddings(info: dict, n: int, plan: Plan, opts: Options) -> tuple[Pa
             write_to.unlink(missing_ok=True)
         out.with_suffix(".json").write_text(json.dumps(measured, indent=2) + "\n")
         found = out
-    measured.setdefault("note", "cached embeddings written by another tool; encode memory not measured")
+    if measured.get("peak_rss_mb") is None:
+        measured.setdefault("note", "cached embeddings written by another tool; encode memory not measured")
     return found, measured
 
 
