@@ -56,11 +56,14 @@ def add_parsers(sub, export_sub) -> None:
 
 
 def cmd_info(args) -> int:
-    from .bundle import verify_files
+    from .bundle import read_manifest, verify_files
     from .encoder import resolve_bundle
-    from .bundle import read_manifest
 
     folder = resolve_bundle(args.bundle)
+    if folder.is_file():  # a .tar from `edgeemb pack`: verified and unpacked into the cache once
+        from .archive import unpack_cached
+
+        folder = unpack_cached(folder)
     manifest = read_manifest(folder)
     verify_files(folder, manifest)
     m = manifest.to_dict()

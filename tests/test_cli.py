@@ -71,3 +71,12 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "edgeemb"
     assert script.is_file() and os.access(script, os.X_OK)
     assert subprocess.run([str(script), "--version"], capture_output=True, text=True).stdout.startswith("edgeemb ")
+
+
+def test_info_reads_a_packed_archive(default_bundle, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("EDGEEMB_HOME", str(tmp_path / "home"))
+    assert main(["pack", str(default_bundle), "-o", str(tmp_path / "b.tar")]) == 0
+    capsys.readouterr()
+    assert main(["info", str(tmp_path / "b.tar")]) == 0
+    out = capsys.readouterr().out
+    assert "checksums ok" in out and str(tmp_path / "home") in out
