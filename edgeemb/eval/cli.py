@@ -80,6 +80,32 @@ def _load_models(args: argparse.Namespace) -> dict:
     return models
 
 
+class IndexForEval:
+    """edgeemb.Index (hnswlib + SQLite, in a temporary folder) behind the eval suite's add/search interface."""
+
+    def __init__(self, dim: int):
+        import tempfile
+
+        from ..index import Index
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgeemb-eval-")
+        self.index = Index.create(self._tmp.name, dim=dim)
+
+    def add(self, vectors, ids) -> None:
+        self.index.add_vectors(vectors, [""] * len(ids), ids=[str(int(i)) for i in ids])
+
+    def search(self, queries, k: int):
+        import numpy as np
+
+        hits = [self.index.search(q, k=k) for q in queries]
+        ids = np.full((len(queries), k), -1, dtype=np.int64)
+        scores = np.zeros((len(queries), k), dtype=np.float32)
+        for row, found in enumerate(hits):
+            ids[row, : len(found)] = [int(h.id) for h in found]
+            scores[row, : len(found)] = [h.score for h in found]
+        return ids, scores
+
+
 def _evaluate(label: str, model, tasks: list[str], explicit: bool, args: argparse.Namespace) -> list:
     results = []
     static = getattr(model, "words", None) is not None and getattr(model, "vectors", None) is not None
@@ -91,6 +117,8 @@ def _evaluate(label: str, model, tasks: list[str], explicit: bool, args: argpars
             )
             continue
         kw = {"show_progress": sys.stderr.isatty()} if task in SENTENCE_TASKS else {}
+        if task == "retrieval":
+            kw["index_factory"] = IndexForEval  # the same search through edgeemb.Index: ANN loss is visible
         print(f"edgeemb eval: {label}: {task}", file=sys.stderr)
         results += run_task(task, model, data_dir=args.data, limit=args.limit, **kw)
     return results
