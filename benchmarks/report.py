@@ -240,8 +240,8 @@ def plots(doc: dict, out: Path, quality: dict | None = None, task: str = "simila
     series = [(f"{b['name']}\n(e2e, {b['e2e']['n_docs'] // 1000}k docs)", b["e2e"]["latency_samples"])
               for b in doc["bundles"] if b.get("e2e")]
     for d in doc.get("duels", []):
-        series += [(f"{name}\n(encode, 1 thread)", r["latency_samples"]) for name, r in d["engines"].items()
-                   if r.get("latency_samples")]
+        series += [(f"{_engine_label(name, d)}\n(encode, 1 thread)", r["latency_samples"])
+                   for name, r in d["engines"].items() if r.get("latency_samples")]
     if series:
         fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(series)), 4.5))
         ax.boxplot([s for _, s in series], whis=(1, 99), showfliers=False)
@@ -284,7 +284,8 @@ def plots(doc: dict, out: Path, quality: dict | None = None, task: str = "simila
     bars += [(f"{b['name']}\n(encode {_g(b, 'encode_corpus', 'n') or 0:,})", _g(b, "encode_corpus", "peak_rss_mb"))
              for b in doc["bundles"]]
     for d in doc.get("duels", []):
-        bars += [(f"{name}\n(load+queries+batch)", r.get("peak_rss_mb")) for name, r in d["engines"].items()]
+        bars += [(f"{_engine_label(name, d)}\n(load+queries+batch)", r.get("peak_rss_mb"))
+                 for name, r in d["engines"].items()]
     bars = [(n, v) for n, v in bars if v]
     if bars:
         fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(bars)), 4.5))
@@ -299,6 +300,11 @@ def plots(doc: dict, out: Path, quality: dict | None = None, task: str = "simila
         fig.tight_layout()
         written.append(_save(fig, out / "memory.png"))
     return written
+
+
+def _engine_label(name: str, duel: dict) -> str:
+    """'edgeemb' in a duel names the bundle it ran."""
+    return f"edgeemb {duel['bundle']}" if name == "edgeemb" else name
 
 
 def _save(fig, path: Path) -> Path:

@@ -153,7 +153,8 @@ class HybridRetriever:
         """Top-k documents: `candidates` recalled by the coarse graph, re-scored by the fine encoder.
 
         rerank "stored": cosine against the stored int8 fine vectors; "live": encode the candidates now.
-        Hit scores are fine-encoder cosines; `.timings` gives ms per stage.
+        ef: HNSW search breadth (default N + min(N, 200)). Hit scores are fine-encoder cosines; `.timings` gives
+        ms per stage.
         """
         if not isinstance(query, str):
             raise InputError(f"query must be a str, got {type(query).__name__}")
@@ -170,7 +171,8 @@ class HybridRetriever:
         fq = _unit(reranker.encode_queries([query])[0])
         t.append(time.perf_counter())
         with self.index.reading():
-            pairs = self.index.candidates(cq, n, ef=ef or max(n, int(self.index.meta["ef_search"])), filter=filter)
+            pairs = self.index.candidates(cq, n, ef=ef or default_ef(n, int(self.index.meta["ef_search"])),
+                                          filter=filter)
             labels = np.array([p[0] for p in pairs], dtype=np.int64)
             t.append(time.perf_counter())
             if rerank == "stored":
@@ -220,6 +222,7 @@ class HybridRetriever:
         with index.writing():
             texts, ids, metas = index._check_docs(texts, ids, metadata, "upsert" if upsert else "add", must_exist)
             index.reserve(len(texts))
+            self.fine_rows.reserve(int(index.meta["next_label"]) + len(texts))
             with Progress(len(texts), f"index {index.path.name}", show_progress, "docs") as bar:
                 for s in range(0, len(texts), batch_size):
                     sl = slice(s, s + batch_size)
@@ -253,6 +256,12 @@ class HybridRetriever:
         top = self.index._query_one("SELECT MAX(label) FROM docs")[0]
         rows.check_rows(0 if top is None else top + 1)
         return rows
+
+
+def default_ef(candidates: int, ef_search: int) -> int:
+    """HNSW breadth for N candidates: N + min(N, 200). Static vectors are anisotropic, so ef = N finds only ~80%
+    of the true coarse top N (measured on en_corpus); the extra breadth matters most for small N."""
+    return max(ef_search, candidates + min(candidates, 200))
 
 
 def _unit(vec: np.ndarray) -> np.ndarray:

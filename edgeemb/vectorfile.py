@@ -91,6 +91,16 @@ class Int8Rows:
         """Rows the file has room for (complete or not)."""
         return self._capacity
 
+    def reserve(self, rows: int) -> None:
+        """Grow the file to hold `rows` rows at once (writes otherwise grow it by doubling)."""
+        if self.read_only or rows <= self._capacity:
+            return
+        try:
+            os.truncate(self.path, HEADER + rows * self.dtype.itemsize)
+        except OSError as exc:
+            raise IndexStoreError(f"cannot grow {self.path} ({exc.strerror or exc})") from None
+        self._map()
+
     def write(self, start: int, vectors: np.ndarray) -> None:
         """Quantize and write vectors as rows start.. (growing the file), then fsync: durable on return."""
         if self.read_only:

@@ -35,7 +35,7 @@ ARCHS = {
         relative_attention=True, position_biased_input=False, pos_att_type=["p2c", "c2p"],
         position_buckets=16, type_vocab_size=0, **H)), "mean", True),
     "t5": (lambda: transformers.T5EncoderModel(transformers.T5Config(
-        vocab_size=256, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        vocab_size=256, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
         feed_forward_proj="gated-gelu")),
         "mean", True),
 }
@@ -78,9 +78,10 @@ def build_st_folder(name, folder, tokenizer):
                                          **no_types).save_pretrained(hf)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        modules = [stm.Transformer(str(hf), max_seq_length=64), stm.Pooling(32, pooling)]
+        width = 64 if name == "t5" else 32
+        modules = [stm.Transformer(str(hf), max_seq_length=64), stm.Pooling(width, pooling)]
         if name == "t5":
-            modules.append(stm.Dense(32, 24, bias=False, activation_function=torch.nn.Identity()))
+            modules.append(stm.Dense(64, 24, bias=False, activation_function=torch.nn.Identity()))
         modules.append(stm.Normalize())
     st = SentenceTransformer(modules=modules, device="cpu")
     st.save(str(folder / "st"))
