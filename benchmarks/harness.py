@@ -187,7 +187,11 @@ class Worker:
         return read_hwm_mb(self.proc.pid) if self.proc else None
 
     def stop(self) -> float | None:
-        """Ask the worker to quit, reap it with wait4 and keep its peak RSS (max of /proc and ru_maxrss)."""
+        """Ask the worker to quit, reap it with wait4 and keep its peak RSS (/proc VmHWM; ru_maxrss as fallback).
+
+        ru_maxrss of a forked child starts from the parent's size at fork, so it overstates small workers
+        spawned by a large parent; VmHWM is the worker's own high-water mark.
+        """
         if self.proc is None:
             return self.peak_rss_mb
         hwm = self.hwm_mb()
@@ -213,7 +217,7 @@ class Worker:
                 time.sleep(0.02)
         except ChildProcessError:  # already reaped by Popen
             self.exit_status = self.proc.returncode
-        self.peak_rss_mb = max([x for x in (hwm, rusage_mb) if x is not None], default=None)
+        self.peak_rss_mb = hwm if hwm is not None else rusage_mb
         self.stderr_tail = self._tail()
         for stream in (self.proc.stdin, self.proc.stdout):
             try:

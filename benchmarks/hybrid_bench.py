@@ -229,7 +229,12 @@ queries = cfg["queries"]
 fine.encode_queries(queries[:8])
 if coarse is not None:
     coarse.encode_queries(queries[:8])
-say({"stage": "encoders"})
+enc_lat = []
+for q in queries:  # the fine encoder alone on the same queries: how much of a search is query encoding
+    s = time.perf_counter()
+    fine.encode_queries([q])
+    enc_lat.append((time.perf_counter() - s) * 1e3)
+say({"stage": "encoders", "enc_lat": enc_lat})
 t = time.perf_counter()
 if cfg["kind"] == "hybrid":
     h = HybridRetriever(coarse, fine, cfg["path"], read_only=True)
@@ -342,7 +347,7 @@ def stage_memory(args) -> None:
             "index_file_mb": round((mem["queried"]["RssFile"] - mem["encoders"]["RssFile"]) / 1024, 1),
             "encoders_rss_mb": round((mem["encoders"]["VmRSS"] - mem["imported"]["VmRSS"]) / 1024, 1),
             "peak_rss_mb": round(mem["curve"]["VmHWM"] / 1024, 1),
-            "open_s": round(m["open_s"], 2), "latency_n100": lat(m["lat"]),
+            "open_s": round(m["open_s"], 2), "latency_n100": lat(m["lat"]), "fine_encode_only": lat(m["enc_lat"]),
             "curve": {n: {**lat(v), "agreement": agreement(m["curve_ids"][n]),
                           "stages_p50_ms": {k: round(x, 3) for k, x in m["stages"][n].items()}}
                       for n, v in m["curve"].items()},
@@ -462,6 +467,9 @@ def stage_report(args) -> None:
                   f"{100 * r['index_rss_mb'] / base:.0f}% / {100 * r['index_anon_mb'] / base_anon:.0f}% | "
                   f"{r['encoders_rss_mb']} | {r['open_s']} | {r['latency_n100']['p50_ms']} | "
                   f"{r['latency_n100']['p95_ms']} |")
+        print("\nMiniLM query encoding alone, same queries: " + ", ".join(
+            f"{name} run p50 {r['fine_encode_only']['p50_ms']} / p95 {r['fine_encode_only']['p95_ms']} ms"
+            for name, r in en.items() if "fine_encode_only" in r))
         print("\n| N | " + " | ".join(f"{name} p50 / p95 ms (agreement@10)" for name in en) + " |\n|---|"
               + "---|" * len(en))
         for n in map(str, CANDIDATES):

@@ -54,7 +54,7 @@ QWEN3_VARIANTS = {"int8": ("int8", -1), "int4": ("int4", -1), "int8-layer8": ("i
 
 
 def export_qwen3_shape(out_dir: Path) -> dict[str, Path]:
-    """Random-weight Qwen3-0.6B-shaped decoder -> int8 and int4 bundles, last layer and layer 8 (one model)."""
+    """Random-weight Qwen3-0.6B-shaped decoder -> int8 and int4 bundles, last layer and layer 8."""
     import torch
     import transformers
     from edgeemb_export.llm import LLMOptions, export_source, from_causal_lm
