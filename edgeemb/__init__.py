@@ -10,7 +10,21 @@ from .similarity import cosine, top_k
 from .static import WordNotFound
 
 __all__ = [
-    "BundleError", "CorpusError", "EdgeembError", "Encoder", "IndexMismatchError", "IndexStoreError", "InputError",
-    "Manifest", "TruncationWarning", "cosine", "load", "read_manifest", "top_k",
-    "Hit", "HybridRetriever", "Index", "WordNotFound",
+    "BundleError",
+    "CorpusError",
+    "EdgeembError",
+    "Encoder",
+    "Hit",
+    "HybridRetriever",
+    "Index",
+    "IndexMismatchError",
+    "IndexStoreError",
+    "InputError",
+    "Manifest",
+    "TruncationWarning",
+    "WordNotFound",
+    "cosine",
+    "load",
+    "read_manifest",
+    "top_k",
 ]

@@ -177,7 +177,7 @@ class Encoder:
             return self.session.run(outputs, {k: feeds[k] for k in self._inputs})
         except KeyError as exc:
             raise BundleError(f"{self.path}: graph input {exc.args[0]!r} is not one edgeemb can feed") from None
-        except Exception as exc:  # onnxruntime raises its own exception types
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise EdgeembError(f"onnxruntime failed on a batch of {len(batch.rows)} texts "
                                f"({str(exc).splitlines()[0][:200]})") from None
 
@@ -233,7 +233,7 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
     try:
         session = ort.InferenceSession(str(model), session_options(threads, arena, mem_pattern),
                                        providers=["CPUExecutionProvider"])
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
         raise BundleError(f"{model}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
     tok_opts = manifest.tokenizer
     tokenizer = TextTokenizer(folder / tok_opts.get("file", "tokenizer.json"), manifest.max_length,

@@ -37,7 +37,7 @@ class Progress:
             sys.stderr.flush()
             self.enabled = False
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:

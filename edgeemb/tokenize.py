@@ -1,9 +1,9 @@
 """Tokenisation and batching: length-sorted, padded to the longest in a batch, capped by total tokens."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -54,7 +54,7 @@ class TextTokenizer:
                  eos_id: int | None = None):
         try:
             self.tokenizer = Tokenizer.from_file(str(path))
-        except Exception as exc:  # tokenizers raises bare Exception subclasses
+        except Exception as exc:  # noqa: BLE001 - tokenizers raises bare Exception subclasses
             raise BundleError(f"{path}: cannot load tokenizer ({str(exc).splitlines()[0]})") from None
         if eos_id is not None and max_length < 2:
             raise BundleError(f"{path}: max_length {max_length} leaves no room for the appended EOS token")

@@ -1,5 +1,4 @@
 """Exported bundles against sentence-transformers in torch on the mixed English/Chinese sample corpus."""
-import numpy as np
 import pytest
 
 import edgeemb
