@@ -275,9 +275,9 @@ def test_add_vectors_with_precomputed_embeddings_matches_add():
 def test_full_disk_while_writing_fine_rows_stores_nothing(tmp_path, monkeypatch):
     import errno
 
-    import edgeemb.vectorfile as vectorfile
+    from edgeemb import vectorfile
 
-    h, docs = build(tmp_path / "hy", n=40)
+    h, _ = build(tmp_path / "hy", n=40)
 
     def full(*a):
         raise OSError(errno.ENOSPC, "No space left on device")
