@@ -1,6 +1,5 @@
 """LLM encoders: tiny random Llama, Qwen2, Qwen3, Mistral, GPT-2 decoders exported and checked vs torch."""
 import json
-import os
 import warnings
 
 import numpy as np
@@ -10,6 +9,8 @@ import edgeemb
 
 torch = pytest.importorskip("torch", reason="LLM export needs the export extra")
 transformers = pytest.importorskip("transformers", reason="LLM export needs the export extra")
+
+from torch_helpers import one_torch_thread, report, cosines  # noqa: E402, F401
 
 from edgeemb_export.errors import ExportError
 from edgeemb_export.llm import LLMOptions, export_llm, export_source, from_causal_lm
@@ -33,15 +34,6 @@ ARCHS = {  # name -> (builder, pooling): both poolings run under both padding si
 PARAMS = [pytest.param(name, marks=SLOW) if name in ("qwen2", "mistral") else name for name in ARCHS]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models: one torch thread is far faster than two spinning ones on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def bpe_json():
     """A byte-level BPE tokenizer trained here (no BOS, no pad token: GPT-2 style)."""
@@ -60,21 +52,6 @@ def new_tokenizer(bpe_json):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_str(bpe_json)
-
-
-def report(**row):
-    """Append measured figures to $EDGEEMB_PARITY_REPORT (benchmarks/llm_feasibility.py --arch-parity)."""
-    path = os.environ.get("EDGEEMB_PARITY_REPORT")
-    if path:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({k: round(float(v), 6) if isinstance(v, np.floating) else v
-                                for k, v in row.items()}) + "\n")
-
-
-def cosines(a, b):
-    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
-    return (a * b).sum(-1)
 
 
 def torch_pooled(base, ids_list, pooling, layers):

@@ -15,19 +15,12 @@ import edgeemb
 
 torch = pytest.importorskip("torch", reason="LLM export needs the export extra")
 
+from torch_helpers import one_torch_thread  # noqa: E402, F401
+
 REPO = Path(__file__).resolve().parent.parent
 STORIES = Path(os.environ.get("EDGEEMB_MODELS", REPO.parent / "shared" / "models")) / "stories260K"
 TEXTS = ["Once upon a time", "Lily saw a big dog in the park.", "The sun was hot. Tom wanted ice cream!", "x",
          "她很开心", "Once upon a time there was a little girl who loved to play outside with her friends."]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models: one torch thread is far faster than two spinning ones on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

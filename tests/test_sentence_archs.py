@@ -5,7 +5,6 @@ relative (DeBERTa-v2 disentangled attention, T5 relative bias). T5 runs sentence
 a Dense layer, then Normalize.
 """
 import json
-import os
 import warnings
 
 import numpy as np
@@ -16,6 +15,8 @@ import edgeemb
 torch = pytest.importorskip("torch", reason="sentence export needs the export extra")
 transformers = pytest.importorskip("transformers", reason="sentence export needs the export extra")
 pytest.importorskip("sentence_transformers", reason="sentence export needs the export extra")
+
+from torch_helpers import one_torch_thread, report, cosines  # noqa: E402, F401
 
 TEXTS = ["the cat", "a quick brown fox jumps over the lazy dog while the cat sat on the mat " * 2,
          "这部电影很好看", "hello world", "x", "the mat and the dog"]
@@ -39,15 +40,6 @@ ARCHS = {
         feed_forward_proj="gated-gelu")),
         "mean", True),
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models: one torch thread is far faster than two spinning ones on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -86,21 +78,6 @@ def build_st_folder(name, folder, tokenizer):
     st = SentenceTransformer(modules=modules, device="cpu")
     st.save(str(folder / "st"))
     return folder / "st", st
-
-
-def report(**row):
-    """Append measured figures to $EDGEEMB_PARITY_REPORT (benchmarks/llm_feasibility.py --arch-parity)."""
-    path = os.environ.get("EDGEEMB_PARITY_REPORT")
-    if path:
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({k: round(float(v), 6) if isinstance(v, np.floating) else v
-                                for k, v in row.items()}) + "\n")
-
-
-def cosines(a, b):
-    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
-    return (a * b).sum(-1)
 
 
 @pytest.fixture(scope="module", params=[pytest.param(n, marks=pytest.mark.slow) if n == "xlm-roberta" else n
@@ -164,7 +141,6 @@ def test_int8_and_int4_stay_close_to_fp32(arch):
 
 
 def test_unsupported_module_is_named(tmp_path):
-    import json
 
     from edgeemb_export.errors import ExportError
     from edgeemb_export.sentence import read_sentence_config
