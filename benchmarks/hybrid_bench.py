@@ -184,16 +184,18 @@ def stage_scifact(args) -> None:
             h.add_vectors(cv, fv, docs, ids=doc_ids)
             h.search(queries[0], k=10)  # warm-up
             curve = {}
-            for n, mult in [(n, m) for m in args.ef_mults for n in CANDIDATES]:
+            for lexical, n, mult in [(x, n, m) for x in (True, False) for m in args.ef_mults for n in CANDIDATES]:
                 t, ranks, stages = [], [], {}
                 for q in queries:
-                    res = h.search(q, k=10, candidates=n, ef=mult * n or None)  # 0: the library default
+                    res = h.search(q, k=10, candidates=n, ef=mult * n or None,  # 0: the library default
+                                   lexical=lexical)
                     t.append(res.timings["total_ms"])
                     ranks.append([x.id for x in res])
                     for key, v in res.timings.items():
                         stages.setdefault(key, []).append(v)
                 score = ndcg(ranks)
                 key = f"{n}" if len(args.ef_mults) == 1 else f"{n}@ef{mult or 'default'}x"
+                key = ("bm25+static:" if lexical else "static:") + key
                 curve[key] = {"ndcg10": round(score, 2), "kept_pct": round(100 * score / out["fine_exact"]["ndcg10"], 2),
                               **lat(t), "stages_p50_ms": {k: round(percentile(v, 50), 3) for k, v in stages.items()
                                                           if k.endswith("_ms")}}
@@ -442,16 +444,20 @@ def stage_report(args) -> None:
             print(f"| {cdim} | exact coarse | " + " | ".join(
                 f"{curve[str(n)]} ({100 * curve[str(n)] / base:.1f}%)" for n in CANDIDATES) + " |")
         for cdim, h in sf["hybrid"].items():
-            mults = sorted({k.split("@ef")[1] for k in h["curve"] if "@ef" in k}) or [""]
-            for mult in mults:
-                row = [h["curve"][f"{n}@ef{mult}" if mult else str(n)] for n in CANDIDATES]
-                label = "N + min(N, 200) (default)" if mult in ("", "defaultx") else mult.replace("x", " x N")
-                print(f"| {cdim} | {label} | "
-                      + " | ".join(f"{r['ndcg10']} ({r['kept_pct']}%)" for r in row) + " |")
+            for first in ("bm25+static", "static"):
+                keys = [k.split(":", 1)[1] for k in h["curve"] if k.startswith(first + ":")]
+                mults = sorted({k.split("@ef")[1] for k in keys if "@ef" in k}) or [""]
+                for mult in mults:
+                    row = [h["curve"][f"{first}:{n}@ef{mult}" if mult else f"{first}:{n}"] for n in CANDIDATES]
+                    label = "N + min(N, 200) (default)" if mult in ("", "defaultx") else mult.replace("x", " x N")
+                    print(f"| {cdim}, {first} | {label} | "
+                          + " | ".join(f"{r['ndcg10']} ({r['kept_pct']}%)" for r in row) + " |")
         for cdim, h in sf["hybrid"].items():
-            key = next((k for k in ("100", "100@efdefaultx") if k in h["curve"]), "100@ef1x")
-            print(f"\nlatency, coarse dim {cdim}, N=100 ({key}): p50 {h['curve'][key]['p50_ms']} ms, p95 "
-                  f"{h['curve'][key]['p95_ms']} ms; stages p50 {h['curve'][key]['stages_p50_ms']}")
+            for first in ("bm25+static", "static"):
+                key = next((k for k in (f"{first}:100", f"{first}:100@efdefaultx") if k in h["curve"]),
+                           f"{first}:100@ef1x")
+                print(f"\nlatency, coarse dim {cdim}, N=100 ({key}): p50 {h['curve'][key]['p50_ms']} ms, p95 "
+                      f"{h['curve'][key]['p95_ms']} ms; stages p50 {h['curve'][key]['stages_p50_ms']}")
             if h.get("live_rerank_n100"):
                 r = h["live_rerank_n100"]
                 print(f"live rerank, N=100 ({r['n']} queries): p50 {r['p50_ms']} ms, rerank p50 {r['rerank_p50_ms']} ms")

