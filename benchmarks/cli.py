@@ -79,9 +79,9 @@ def run_and_report(bundles: list[str], quick: bool, opts, out: Path, eval_json: 
     from . import report, suite
 
     doc = suite.run_bench(bundles, quick, opts, command, sentences)
-    report.write_json(doc, out / "bench.json")
-    report.write_json(doc, latest_results())
-    (out / "bench.md").write_text(report.to_markdown(doc), encoding="utf-8")
+    report.write_json(doc, out / "bench.json", scrub=True)
+    report.write_json(doc, latest_results())  # `recommend` reads this one: real paths
+    (out / "bench.md").write_text(report.scrub_paths(report.to_markdown(doc)), encoding="utf-8")
     try:
         written = report.plots(doc, out, report.load_quality(quality_files(eval_json)))
         print(f"plots: {', '.join(str(p) for p in written) or 'none (nothing to plot)'}", file=sys.stderr)

@@ -15,11 +15,21 @@ QUALITY = {"retrieval": ("retrieval", "beir_scifact", "ndcg@10"),
            "analogy": ("analogy", "google_analogy", "3cosadd")}
 
 
-def write_json(doc: dict, path: Path) -> Path:
-    """Write the results document (UTF-8, indented, NaN as null)."""
+def write_json(doc: dict, path: Path, scrub: bool = False) -> Path:
+    """Write the results document (UTF-8, indented, NaN as null); scrub: hide this machine's paths."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(doc), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    text = json.dumps(_clean(doc), indent=1, ensure_ascii=False) + "\n"
+    path.write_text(scrub_paths(text) if scrub else text, encoding="utf-8")
     return path
+
+
+def scrub_paths(text: str) -> str:
+    """A report meant for sharing names the checkout `<checkout>` and the home folder `~`, not this machine's."""
+    from .peers import CHECKOUT
+
+    text = text.replace(str(CHECKOUT), "<checkout>")
+    home = str(Path.home())
+    return text.replace(home + "/", "~/") if home not in ("/", "") else text
 
 
 def _clean(x: Any) -> Any:
@@ -266,10 +276,11 @@ def plots(doc: dict, out: Path, quality: dict | None = None, task: str = "simila
             if name != "edgeemb" and q is not None and lat is not None:
                 pts.append((lat, q, name))
     if pts:
-        fig, ax = plt.subplots(figsize=(6, 4.5))
+        fig, ax = plt.subplots(figsize=(7, 5))
         ax.scatter([p[0] for p in pts], [p[1] for p in pts])
-        for x, y, n in pts:
-            ax.annotate(n, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        for i, (x, y, n) in enumerate(sorted(pts)):  # stagger labels: points of one model sit close together
+            ax.annotate(n, (x, y), fontsize=7, xytext=(4, -14 - 10 * (i % 4)), textcoords="offset points",
+                        arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5})
         front = [pts[i] for i in pareto_front([(p[0], p[1]) for p in pts])]
         ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="green", label="Pareto front")
         ax.set_xscale("log")

@@ -150,8 +150,10 @@ class HybridRetriever:
 
     def delete(self, ids: Sequence[str], missing_ok: bool = False) -> int:
         """Delete documents by id (an unknown id is an error unless missing_ok). Their fine rows become dead."""
+        if not isinstance(ids, str):  # (a str is refused by Index.delete)
+            ids = list(ids)
         with self.index.writing():
-            labels = list(self.index._labels_of(list(ids) if not isinstance(ids, str) else [ids]).values())
+            labels = [] if isinstance(ids, str) else list(self.index._labels_of(list(dict.fromkeys(ids))).values())
             n = self.index.delete(ids, missing_ok=missing_ok)
             if self.lexical is not None and n:
                 self.lexical.delete(labels)

@@ -216,3 +216,12 @@ def test_killed_writer_keyword_index_matches_the_store(tmp_path):
         assert h.search("okapi", k=1, candidates=2)[0].id == "a4"
         a3 = make_docs(30)[3].split()[-1]  # "item3": only the deleted document had it
         assert h.lexical.search(a3, 5)[0].size == 0
+
+
+def test_delete_takes_any_iterable_of_ids_and_refuses_a_str(tmp_path):
+    with HybridRetriever(COARSE, FINE, tmp_path / "hy") as h:
+        h.add(["red fox", "blue whale", "green frog"], ids=["a", "b", "c"])
+        assert h.delete(i for i in ("a", "b")) == 2  # a generator is read once, for both the store and keywords
+        assert len(h) == len(h.lexical) == 1 and h.lexical.search("fox whale", 5)[0].size == 0
+        with pytest.raises(InputError, match="not one str"):
+            h.delete("c")
