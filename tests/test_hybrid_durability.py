@@ -3,20 +3,16 @@ store, the fine rows and the keyword index all hold exactly the acknowledged doc
 flight). Every document's text carries a word of its own, so the keyword index can be asked for each one."""
 from __future__ import annotations
 
-import os
-import random
-import signal
-import subprocess
 import sys
-import time
 import zlib
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
+import test_index_durability as durability
 from stub_encoders import StubEncoder
-from test_index_durability import replay, stored_state
+from test_index_durability import apply, stored_state
 
 from edgeemb.retrieve import HybridRetriever
 
@@ -67,8 +63,6 @@ for step in range(1, 10**6):
 
 def check_hybrid(path: Path, acked: dict[str, int], pending: dict | None) -> dict[str, int]:
     """Reopen; the store must hold the acknowledged state (± the in-flight op) and so must the keyword index."""
-    from test_index_durability import apply
-
     with HybridRetriever(COARSE, FINE, path) as h:
         stored = stored_state(path)
         state = {i: v for i, (v, _, _) in stored.items()}
@@ -88,23 +82,8 @@ def check_hybrid(path: Path, acked: dict[str, int], pending: dict | None) -> dic
 
 
 def kill_rounds(path: Path, rounds: int, seed: int) -> None:
-    rng = random.Random(seed)
-    acked: dict[str, int] = {}
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("EDGEEMB_CRASH_AT", None)
-    for r in range(rounds):
-        child = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(seed * 1000 + r),
-                                  str(Path(__file__).parent)], env=env, stdout=subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=True)
-        first = child.stdout.readline()
-        assert "ready" in first, child.stderr.read()
-        time.sleep(rng.uniform(0.0, 0.5))
-        child.send_signal(signal.SIGKILL)
-        out, err = child.stdout.read(), child.stderr.read()
-        child.wait(timeout=60)
-        assert child.returncode == -signal.SIGKILL, err
-        acked, pending = replay(out.splitlines(), acked)
-        acked = check_hybrid(path, acked, pending)
+    durability.kill_rounds(path, rounds, seed, writer=WRITER, check=check_hybrid,
+                           extra_args=(str(Path(__file__).parent),))
 
 
 def test_killed_hybrid_writer_loses_nothing_acknowledged(tmp_path):

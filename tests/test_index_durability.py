@@ -119,14 +119,17 @@ def check_index(path: Path, acked: dict[str, int], pending: dict | None) -> dict
     return state
 
 
-def kill_rounds(path: Path, rounds: int, seed: int) -> None:
+def kill_rounds(path: Path, rounds: int, seed: int, writer: str = WRITER, check=None,
+                extra_args: tuple[str, ...] = ()) -> None:
+    """Start `writer` (argv: path, seed, *extra_args), SIGKILL it at a random moment, check what reopens."""
+    check = check or check_index
     rng = random.Random(seed)
     acked: dict[str, int] = {}
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("EDGEEMB_CRASH_AT", None)
     for r in range(rounds):
-        child = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(seed * 1000 + r)], env=env,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        child = subprocess.Popen([sys.executable, "-c", writer, str(path), str(seed * 1000 + r), *extra_args],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         first = child.stdout.readline()
         assert "ready" in first, child.stderr.read()
         time.sleep(rng.uniform(0.0, 0.5))
@@ -135,7 +138,7 @@ def kill_rounds(path: Path, rounds: int, seed: int) -> None:
         child.wait(timeout=60)
         assert child.returncode == -signal.SIGKILL, err
         acked, pending = replay(out.splitlines(), acked)
-        acked = check_index(path, acked, pending)
+        acked = check(path, acked, pending)
 
 
 def test_killed_writer_loses_nothing_acknowledged(tmp_path):
