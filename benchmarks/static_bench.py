@@ -153,7 +153,7 @@ def _throughput_child(kind: str, path: str, n: int, batch_size: int) -> dict:
 
         model = edgeemb.load(path, threads=1)
 
-        def encode(x):  # the Encoder's defaults: batches of 32 texts and at most 2048 padded tokens
+        def encode(x):  # the Encoder's defaults: batches of 32 texts, capped in padded tokens
             return model.encode(x)
     else:
         os.environ["HF_HUB_OFFLINE"] = "1"

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
     import onnxruntime as ort
 
 
-# Padded tokens per batch: bounds onnxruntime's arena (sample corpus: ~200 MB peak at 2048, ~420 MB at 8192).
-DEFAULT_MAX_TOKENS = 2048
+# Padded tokens per batch: bounds onnxruntime's arena, which grows with the unfused attention's batch x length^2
+# temporaries (int8 MiniLM, sample corpus: 280 MB peak at 2048 tokens, 199 MB at 1024, which was no slower).
+DEFAULT_MAX_TOKENS = 1024
 LOW_MEMORY_MAX_TOKENS = 512
 
 

@@ -77,9 +77,6 @@ class _Segment:
         lo, hi = self.offsets[term], self.offsets[term + 1]
         return self.labels[lo:hi], self.tfs[lo:hi]
 
-    def df(self, term: int) -> int:
-        return 0 if term >= self.vocab_size else int(self.offsets[term + 1] - self.offsets[term])
-
     def triples(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         terms = np.repeat(np.arange(self.vocab_size, dtype=np.int32), np.diff(self.offsets))
         return terms, self.labels, self.tfs
@@ -158,11 +155,6 @@ class LexicalIndex:
                     self._total_len -= float(self._doclen[lab])
                     self._count -= 1
 
-    def clear(self) -> None:
-        """Drop everything (before rebuilding from a store)."""
-        with self._lock:
-            self.__init__()
-
     # -- reading ------------------------------------------------------------------------------------------
     def search(self, query: str, n: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(labels, BM25 scores) of the top n live documents sharing a term with the query, best first;
@@ -173,23 +165,24 @@ class LexicalIndex:
             if not terms or not self._count or n < 1:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             avg = max(self._total_len / self._count, 1e-6)
-            norm = K1 * (1 - B + B * self._doclen / avg)  # per label
             labs, weights = [], []
             for t in terms:
                 pl = [seg.postings(t) for seg in (self._main, self._recent)]
                 lab = np.concatenate([p[0] for p in pl])
-                tf = np.concatenate([p[1] for p in pl]).astype(np.float32)
+                live = self._alive[lab]  # deleted documents' postings wait for the next merge
+                lab = lab[live]
                 if not len(lab):
                     continue
+                tf = np.concatenate([p[1] for p in pl])[live].astype(np.float32)
                 df = len(lab)
                 idf = math.log(1 + (self._count - df + 0.5) / (df + 0.5))
                 labs.append(lab)
-                weights.append(idf * tf * (K1 + 1) / (tf + norm[lab]))
+                weights.append(idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * self._doclen[lab] / avg)))
             if not labs:
                 return np.zeros(0, np.int64), np.zeros(0, np.float32)
             scores = np.bincount(np.concatenate(labs), np.concatenate(weights), minlength=len(self._alive))
-            keep = self._alive if allowed is None else self._alive & _mask(allowed, len(self._alive))
-            scores = np.where(keep, scores, 0.0)
+            if allowed is not None:
+                scores[~_mask(allowed, len(self._alive))] = 0.0
         hits = np.flatnonzero(scores > 0)
         if len(hits) > n:
             hits = hits[np.argpartition(-scores[hits], n - 1)[:n]]

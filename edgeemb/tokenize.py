@@ -66,10 +66,8 @@ class TextTokenizer:
     def tokenize(self, texts: list[str]) -> Tokenized:
         """Token ids per text; huge texts are cut first so tokenising stays bounded."""
         cap = self.max_length * CHARS_PER_TOKEN_CAP
-        if len(texts) == 1:  # a query: skip encode_batch's thread pool (A/B: p50 ~0.1 ms lower, near the noise)
-            encs = [self.tokenizer.encode(texts[0][:cap])]
-        else:
-            encs = self.tokenizer.encode_batch([t[:cap] for t in texts])
+        encs = self.tokenizer.encode_batch([t[:cap] for t in texts])  # also for one text: Tokenizer.encode
+        # measured 0.05 ms slower per query end to end (A/B, interleaved, one pinned core)
         truncated = sum(1 for t, e in zip(texts, encs) if e.overflowing or len(t) > cap)
         if self.eos_id is not None:
             eos = [self.eos_id]

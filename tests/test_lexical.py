@@ -65,6 +65,21 @@ def test_scores_equal_the_textbook_formula():
     assert set(labels.tolist()) == {200, 201, 202}
 
 
+def test_after_deletes_scores_are_those_of_the_surviving_documents():
+    docs = make_docs(120, seed=4) + ["zebra zebra", "zebra", "a zebra crossing"]
+    lx = LexicalIndex()
+    lx.add(range(len(docs)), docs)
+    gone = list(range(0, len(docs), 3)) + [120, 121]  # most "zebra" documents go: df and idf must follow
+    lx.delete(gone)
+    kept = [i for i in range(len(docs)) if i not in set(gone)]
+    for query in ("zebra", "apple river item7", "castle bridge"):
+        labels, scores = lx.search(query, 200)
+        ref = reference_bm25([docs[i] for i in kept], query)
+        by_label = dict(zip(kept, ref))
+        assert set(labels.tolist()) == {i for i in kept if by_label[i] > 0}
+        assert np.allclose(scores, [by_label[lab] for lab in labels.tolist()], rtol=1e-5)
+
+
 def test_deleted_and_filtered_out_documents_never_come_back():
     docs = ["red apple", "green apple", "apple pie", "banana"]
     lx = LexicalIndex()
