@@ -70,7 +70,7 @@ def quantize_int8(src: Path, dst: Path) -> list[str]:
     Measured on all-minilm-l6-v2 (AVX-512 VNNI, one thread, 3,000 en_corpus sentences): ~340 sentences/s and
     p50 3.0 ms per query, vs ~180 sentences/s and 4.6 ms for unsigned weights on the offline-fused graph (whose
     QAttention kernel is the slow part). Parity vs torch on the parity set, batches of 32 as exported: cosine
-    mean 0.9923 / min 0.982 at 24.7 MB; quantising that one projection too gave 0.9895 / 0.974 (23.0 MB), the
+    mean 0.9923 / min 0.983 at 24.7 MB; quantising that one projection too gave 0.9895 / 0.974 (23.0 MB), the
     old unsigned fused recipe 0.9900 / 0.978 (22.8 MB). Signed weights (U8S8) can saturate on x86 CPUs with
     AVX2 but no VNNI; reduce_range avoids that but cost 0.002 mean cosine here, so it is not used.
     """

@@ -244,6 +244,17 @@ def test_cli_hybrid_build_and_search_with_stage_timings(tmp_path, capsys):
     assert json.loads(out)["hits"][0]["text"] == rows[4]
     code, _, err = run_cli("index", "build", "--coarse", coarse, str(corpus), "-o", str(tmp_path / "x"), capsys=capsys)
     assert code == 2 and "--fine" in err
+    code, out, err = run_cli("search", str(tmp_path / "hy"), "championship", "-k", "1", "--json", capsys=capsys)
+    assert code == 0 and json.loads(out)["timings"]["lexical_candidates"] == 1  # only one text has the word
+    code, out, err = run_cli("search", str(tmp_path / "hy"), "championship", "-k", "1", "--no-lexical", "--json",
+                             capsys=capsys)
+    assert code == 0 and json.loads(out)["timings"]["lexical_candidates"] == 0
+    code, out, err = run_cli("index", "build", "--coarse", coarse, "--fine", fine, "--no-lexical", str(corpus), "-o",
+                             str(tmp_path / "nokw"), capsys=capsys)
+    assert code == 0 and "no keywords" in out and not (tmp_path / "nokw" / "lexical.bm25").exists()
+    code, _, err = run_cli("index", "build", fine, str(corpus), "-o", str(tmp_path / "p"), "--no-lexical",
+                           capsys=capsys)
+    assert code == 2 and "--no-lexical is for a hybrid index" in err
 
 
 def test_cli_live_rerank_needs_a_hybrid_index(tmp_path, capsys):
