@@ -300,17 +300,19 @@ class Index:
         with self._rw.read():
             return self._hits(self.candidates(vec, k, ef, filter))
 
-    def candidates(self, vec: np.ndarray, k: int, ef: int | None = None,
-                   filter: dict[str, Any] | None = None) -> list[tuple[int, float]]:
-        """(label, cosine) of the top-k graph neighbours of a query vector; callers hold reading()."""
+    def candidates(self, vec: np.ndarray, k: int, ef: int | None = None, filter: dict[str, Any] | None = None,
+                   allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
+        """(label, cosine) of the top-k graph neighbours of a query vector; callers hold reading().
+
+        allowed: the labels `filter_labels(filter)` gave, when the caller needs them too (computed once)."""
         if not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"k must be a positive int, got {k!r}")
         vec = np.asarray(vec, dtype=np.float32).reshape(-1)
         if vec.shape != (self.dim,):
             raise InputError(f"query vector has dimension {vec.shape[0]}, the index holds {self.dim}")
-        allowed = None
-        if filter is not None:
-            allowed = self._filter_labels(filter)
+        if filter is not None and allowed is None:
+            allowed = self.filter_labels(filter)
+        if allowed is not None:
             if len(allowed) <= max(BRUTE_FORCE_LIMIT, self._count // 50, k):
                 return self._exact(vec, k, allowed)
         k = min(int(k), self._count)
@@ -596,7 +598,8 @@ class Index:
         self.repaired = len(missing)
         self._dirty = self._dirty or bool(len(missing)) or bool(newly_deleted)
 
-    def _filter_labels(self, filter: dict[str, Any]) -> np.ndarray:
+    def filter_labels(self, filter: dict[str, Any]) -> np.ndarray:
+        """Labels of the documents whose metadata match a filter (InputError for a field no document has)."""
         if not isinstance(filter, dict) or not filter:
             raise InputError(f"filter must be a non-empty dict of metadata field -> value, got {filter!r:.80}")
         result = None

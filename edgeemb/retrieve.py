@@ -203,13 +203,13 @@ class HybridRetriever:
             raise InputError(f"{self.path} has no keyword index (it was built with lexical=False)")
         use_lexical = self.lexical is not None and lexical is not False
         with self.index.reading():
+            allowed = self.index.filter_labels(filter) if filter is not None else None
             pairs = self.index.candidates(cq, n, ef=ef or default_ef(n, int(self.index.meta["ef_search"])),
-                                          filter=filter)
+                                          allowed=allowed)
             t.append(time.perf_counter())
             labels = np.array([p[0] for p in pairs], dtype=np.int64)
             keyword = np.zeros(0, np.int64)
             if use_lexical:
-                allowed = self.index._filter_labels(filter) if filter is not None else None
                 keyword = self.lexical.search(query, (n + 1) // 2, allowed)[0]
                 labels = merge_candidates(keyword, labels, n)
             t.append(time.perf_counter())
