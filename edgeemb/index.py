@@ -312,9 +312,8 @@ class Index:
             raise InputError(f"query vector has dimension {vec.shape[0]}, the index holds {self.dim}")
         if filter is not None and allowed is None:
             allowed = self.filter_labels(filter)
-        if allowed is not None:
-            if len(allowed) <= max(BRUTE_FORCE_LIMIT, self._count // 50, k):
-                return self._exact(vec, k, allowed)
+        if allowed is not None and len(allowed) <= max(BRUTE_FORCE_LIMIT, self._count // 50, k):
+            return self._exact(vec, k, allowed)
         k = min(int(k), self._count)
         if k == 0:
             return []
