@@ -2,8 +2,9 @@
 
 A static embedding misses documents that share a rare term with the query but not its overall meaning (names,
 numbers, jargon); BM25 finds exactly those, in about a millisecond, so the two first stages complement each other
-before the contextual re-rank. The index is derived data: it is built from the store's texts when first needed
-and kept in step with adds and deletes, so it can never disagree with the store after a crash.
+before the contextual re-rank. The index is derived data: the hybrid retriever keeps it in step with adds and
+deletes, saves it as a snapshot, and on open reconciles the snapshot with the store's texts, so a crash cannot
+make the two disagree.
 
 Analysis is deliberately simple and language-light: lower case, runs of letters/digits as words, each CJK
 character its own term (as BERT tokenizers do), a short English stopword list, and the S-stemmer's plural rules.
@@ -27,8 +28,8 @@ from .bundle import fsync_dir
 from .errors import IndexStoreError, InputError
 
 K1, B = 0.9, 0.4  # BM25 parameters (the Anserini defaults for BEIR)
-MERGE_MIN = 4096
-PENDING_MAX = 16384  # documents buffered before they are sorted into the recent segment  # the recent segment is merged into the main one past max(MERGE_MIN, 10% of main) documents
+MERGE_MIN = 4096  # the recent segment is merged into the main one past max(MERGE_MIN, 10% of main) documents
+PENDING_MAX = 16384  # documents buffered before they are sorted into the recent segment
 SNAPSHOT_MAGIC = b"EDGEEMB-BM25\x00\x01"  # 14 bytes, then an 8-byte header length, the JSON header, the arrays
 _ARRAYS = (("offsets", np.int64), ("labels", np.int32), ("tfs", np.uint16), ("doclen", np.float32), ("used", bool),
            ("alive", bool))
@@ -81,10 +82,6 @@ class _Segment:
         terms = np.repeat(np.arange(self.vocab_size, dtype=np.int32), np.diff(self.offsets))
         return terms, self.labels, self.tfs
 
-    @property
-    def nbytes(self) -> int:
-        return self.labels.nbytes + self.tfs.nbytes + self.offsets.nbytes
-
 
 class LexicalIndex:
     """BM25 over documents identified by integer labels (the Index's labels); thread-safe."""
@@ -105,12 +102,6 @@ class LexicalIndex:
 
     def __len__(self) -> int:
         return self._count
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held by the postings and per-document arrays (the vocabulary dict comes on top)."""
-        return (self._main.nbytes + self._recent.nbytes + self._doclen.nbytes + self._alive.nbytes
-                + self._used.nbytes)
 
     # -- writing ------------------------------------------------------------------------------------------
     def add(self, labels: Iterable[int], texts: Iterable[str]) -> None:
@@ -231,8 +222,9 @@ class LexicalIndex:
                 head = f.read(len(SNAPSHOT_MAGIC) + 8)
                 if len(head) < len(SNAPSHOT_MAGIC) + 8 or head[:len(SNAPSHOT_MAGIC)] != SNAPSHOT_MAGIC:
                     raise ValueError("not an edgeemb keyword index")
-                header = json.loads(f.read(int.from_bytes(head[len(SNAPSHOT_MAGIC):], "little")))
-            pos = len(SNAPSHOT_MAGIC) + 8 + int.from_bytes(head[len(SNAPSHOT_MAGIC):], "little")
+                header_len = int.from_bytes(head[len(SNAPSHOT_MAGIC):], "little")
+                header = json.loads(f.read(header_len))
+            pos = len(head) + header_len
             if header.get("version") != 1:
                 raise ValueError(f"unknown version {header.get('version')!r}")
             out, total = {}, path.stat().st_size

@@ -286,10 +286,11 @@ class HybridRetriever:
         what the snapshot lacks (written after it was saved, or all of it if the file is missing or damaged)
         is analysed from the stored texts."""
         file = path / LEXICAL_FILE
+        stale = not file.is_file()
         try:
-            lexical = LexicalIndex.load(file) if file.is_file() else LexicalIndex()
-        except IndexStoreError:
-            lexical = LexicalIndex()
+            lexical = LexicalIndex() if stale else LexicalIndex.load(file)
+        except IndexStoreError:  # damaged: rebuilt from the store below, and saved again
+            lexical, stale = LexicalIndex(), True
         in_store = np.array(sorted(r[0] for r in self.index._query("SELECT label FROM docs")), dtype=np.int64)
         known = lexical.labels()
         gone = np.setdiff1d(known, in_store, assume_unique=True)
@@ -299,7 +300,7 @@ class HybridRetriever:
             docs = self.index.documents(missing[s:s + 4096].tolist())
             lexical.add(list(docs), [d.text for d in docs.values()])
         self.lexical, self.lexical_repaired = lexical, len(missing)
-        self._lexical_dirty = bool(len(missing)) or bool(len(gone)) or not file.is_file()
+        self._lexical_dirty = stale or bool(len(missing)) or bool(len(gone))
 
     def _save_lexical(self) -> None:
         if self.lexical is not None and self._lexical_dirty and not self.index.read_only:

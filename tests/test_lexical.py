@@ -193,6 +193,13 @@ def test_missing_or_stale_snapshot_is_rebuilt_from_the_store(tmp_path):
         assert h3.lexical_repaired == 0
 
 
+def test_a_damaged_snapshot_of_an_empty_index_is_replaced(tmp_path):
+    HybridRetriever(COARSE, FINE, tmp_path / "hy").close()
+    (tmp_path / "hy" / LEXICAL_FILE).write_bytes(b"garbage")
+    HybridRetriever(COARSE, FINE, tmp_path / "hy").close()
+    assert len(LexicalIndex.load(tmp_path / "hy" / LEXICAL_FILE)) == 0  # loads: a valid snapshot again
+
+
 def test_lexical_off_at_creation(tmp_path):
     with HybridRetriever(COARSE, FINE, tmp_path / "hy", lexical=False) as h:
         h.add(unrelated_docs(20), ids=[f"d{i}" for i in range(20)])
