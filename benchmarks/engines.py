@@ -52,10 +52,10 @@ class EdgeembWordsEngine(EdgeembEngine):
     """A static edgeemb bundle's word API: query = the 10 nearest words (gensim's most_similar)."""
 
     def prepare(self, texts):
-        return [t for t in texts if self.enc.has_word(t)]
+        return [t for t in texts if self.enc.wv.has_index_for(t)]
 
     def query(self, item):
-        return self.enc.most_similar(positive=[item], topn=10)
+        return self.enc.wv.most_similar(positive=[item], topn=10)
 
 
 class FloorEngine(Engine):
@@ -65,7 +65,7 @@ class FloorEngine(Engine):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
-        from edgeemb.encoder import session_options
+        from edgeemb.encode.backend import session_options
 
         folder = spec["bundle"]
         self.session = ort.InferenceSession(os.path.join(folder, "model.onnx"),

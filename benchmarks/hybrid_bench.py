@@ -122,8 +122,8 @@ def stage_embed(args) -> None:
 def stage_scifact(args) -> None:
     from edgeemb.eval.data import load_scifact
     from edgeemb.eval.metrics import ndcg_at_k
-    from edgeemb.index import Index
-    from edgeemb.retrieve import HybridRetriever
+    from edgeemb.search.hybrid import HybridRetriever
+    from edgeemb.search.index import Index
 
     coarse, fine = encoders(args, threads=1)
     sf = load_scifact()
@@ -216,8 +216,8 @@ CHILD = r"""
 import json, sys, time
 import numpy as np
 import edgeemb
-from edgeemb.index import Index
-from edgeemb.retrieve import HybridRetriever
+from edgeemb.search.index import Index
+from edgeemb.search.hybrid import HybridRetriever
 
 cfg = json.loads(sys.argv[1])
 def say(obj):
@@ -287,8 +287,8 @@ def measure(cfg: dict) -> dict:
 
 
 def build_indexes(args, coarse, fine) -> dict[str, Path]:
-    from edgeemb.index import Index
-    from edgeemb.retrieve import HybridRetriever
+    from edgeemb.search.hybrid import HybridRetriever
+    from edgeemb.search.index import Index
 
     texts = en_sentences(0, N_DOCS)
     ids = [f"en-{i}" for i in range(N_DOCS)]

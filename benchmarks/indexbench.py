@@ -16,7 +16,7 @@ def folder_mb(path: str | Path) -> float:
 def op_baseline(state: dict) -> dict:
     """Import the runtime (edgeemb, hnswlib, sqlite) so the parent can read the RSS before an index is opened."""
     import edgeemb
-    import edgeemb.index  # noqa: F401
+    import edgeemb.search.index  # noqa: F401
 
     return {}
 
@@ -24,7 +24,7 @@ def op_baseline(state: dict) -> dict:
 def op_index_build(state: dict, vectors: str, n: int, corpus: str, folder: str, M: int = 16,
                    ef_construction: int = 200, chunk: int = 10_000) -> dict:
     """Build an index folder from the first n cached vectors and their corpus sentences; time and size it."""
-    from edgeemb.index import Index
+    from edgeemb.search.index import Index
 
     mat = np.load(vectors, mmap_mode="r")
     if mat.shape[0] < n:
@@ -42,7 +42,7 @@ def op_index_build(state: dict, vectors: str, n: int, corpus: str, folder: str, 
 def op_index_open(state: dict, folder: str, bundle: str | None = None, threads: int | None = None) -> dict:
     """Open an index (with the bundle's encoder when given, for text queries)."""
     import edgeemb
-    from edgeemb.index import Index
+    from edgeemb.search.index import Index
 
     start = time.perf_counter()
     enc = edgeemb.load(bundle, threads=threads) if bundle else None
@@ -129,7 +129,7 @@ def _first_sentences(corpus: str, n: int) -> list[str]:
 
 def op_index_attach(state: dict, folder: str) -> dict:
     """Open an index with the encoder already loaded by the worker's edgeemb engine (no second model)."""
-    from edgeemb.index import Index
+    from edgeemb.search.index import Index
 
     start = time.perf_counter()
     state["index"] = Index.open(folder, state["engine"].enc)

@@ -186,7 +186,7 @@ def measure(bundle: Path, reps: int, batch_n: int) -> dict:
 
 def bundle_tokenizer(bundle: Path, manifest):
     """The runtime tokenizer of a bundle, as edgeemb.load builds it."""
-    from edgeemb.tokenize import TextTokenizer
+    from edgeemb.encode.batching import TextTokenizer
 
     t = manifest.tokenizer
     eos = t.get("eos_id") if manifest.options.get("append_eos") else None
@@ -240,7 +240,7 @@ def matmul_micro(rows=(16, 128), k: int = 1024, n: int = 3072, reps: int = 30) -
     from edgeemb_export.onnx_tools import quantize, quantize_int4
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeemb.encoder import session_options
+    from edgeemb.encode.backend import session_options
 
     rng = np.random.default_rng(0)
     w = (rng.standard_normal((k, n)) * 0.02).astype(np.float32)

@@ -104,18 +104,16 @@ def cmd_backends(args) -> None:
     """Single-query latency and batch throughput of the same static bundle under both backends."""
     import tempfile
 
-    import onnxruntime as ort
-
     import edgeemb
-    from edgeemb.encoder import Encoder, session_options
+    from edgeemb.encode.backend import OnnxBackend
+    from edgeemb.encode.encoder import Encoder
 
     one_thread()
     enc_np = edgeemb.load(args.bundle, threads=1)
     with tempfile.TemporaryDirectory() as tmp:
-        onnx_static_graph(enc_np.session, Path(tmp) / "static.onnx")
-        sess = ort.InferenceSession(str(Path(tmp) / "static.onnx"), session_options(1),
-                                    providers=["CPUExecutionProvider"])
-    enc_onnx = Encoder(enc_np.path, enc_np.manifest, sess, enc_np.tokenizer, 1)
+        onnx_static_graph(enc_np.backend, Path(tmp) / "static.onnx")
+        backend = OnnxBackend(Path(tmp) / "static.onnx", 1, normalized=True)  # the graph ends in an L2 norm
+    enc_onnx = Encoder(enc_np.path, enc_np.manifest, backend, enc_np.tokenizer, 1)
     texts = en_sentences(args.n)
     a, b = enc_np.encode(texts[:2000]), enc_onnx.encode(texts[:2000])
     result = {"bundle": enc_np.name, "max_abs_diff": float(np.abs(a - b).max()), "n": len(texts)}

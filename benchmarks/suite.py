@@ -23,7 +23,7 @@ def default_bundles() -> list[Path]:
 
 def resolve(names: list[str]) -> list[Path]:
     """Bundle arguments (paths or default names) to folders."""
-    from edgeemb.encoder import resolve_bundle
+    from edgeemb.bundle import resolve_bundle
 
     return [resolve_bundle(n) for n in names] if names else default_bundles()
 

@@ -1,6 +1,6 @@
 """python -m edgeemb: the same as the `edgeemb` command."""
 import sys
 
-from .cli import main
+from .cli.main import main
 
 sys.exit(main())

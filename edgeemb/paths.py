@@ -30,30 +30,3 @@ def bundles_dir() -> Path:
 def default_bundle_path(name: str = "default") -> Path:
     """Path of an embedded default bundle by its short name ("default", "default-static")."""
     return bundles_dir() / DEFAULT_BUNDLES[name]
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on (the default thread count)."""
-    try:
-        allowed = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        allowed = os.cpu_count() or 1
-    cores: set[tuple[str, str]] = set()
-    try:
-        phys = core = ""
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key, value = key.strip(), value.strip()
-                if key == "physical id":
-                    phys = value
-                elif key == "core id":
-                    core = value
-                elif not key and core:
-                    cores.add((phys, core))
-                    phys = core = ""
-        if core:
-            cores.add((phys, core))
-    except OSError:
-        pass
-    return max(1, min(allowed, len(cores) or allowed))

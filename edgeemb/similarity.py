@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .pooling import normalize
+from .encode.pooling import normalize
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray | float:

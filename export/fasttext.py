@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeemb.progress import Progress
-from edgeemb.static import subword_buckets
+from edgeemb.static.subwords import subword_buckets
 
 from .errors import ExportError
 

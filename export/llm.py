@@ -345,7 +345,7 @@ def export_source(source: LLMSource, out: str | Path, opts: LLMOptions, name: st
 
     The torch model is released (source.model = None) once the ONNX graph is written, to free memory.
     """
-    from edgeemb.tokenize import TextTokenizer
+    from edgeemb.encode.batching import TextTokenizer
 
     if opts.pooling not in POOLINGS:
         raise ExportError(f"--pooling {opts.pooling!r} is not supported for LLMs; expected one of "

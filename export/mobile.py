@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeemb.bundle import Manifest, file_entry, read_manifest, verify_files, write_manifest
-from edgeemb.encoder import TruncationWarning
+from edgeemb.encode.encoder import TruncationWarning
 
 from .errors import ExportError
 from .onnx_tools import step

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeemb.bundle import sha256_file
 from edgeemb.progress import Progress
-from edgeemb.static import NGRAM_SCALES, NGRAMS, SCALES, VECTORS, WEIGHTS
+from edgeemb.static.backend import NGRAM_SCALES, NGRAMS, SCALES, VECTORS, WEIGHTS
 
 from .bundle_writer import finish_manifest, staging
 from .errors import ExportError

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeemb.archive import pack, unpack, unpack_cached
 from edgeemb.bundle import FORMAT_VERSION, Manifest, file_entry, write_manifest
+from edgeemb.bundle.archive import pack, unpack, unpack_cached
 from edgeemb.errors import BundleError
 
 FILES = {"vectors.npy": b"\x93NUMPY fake table " * 50, "vocab.txt": "king\nqueen\n国王\n".encode()}

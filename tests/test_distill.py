@@ -68,13 +68,13 @@ def test_full_rank_distillation_preserves_token_geometry(teacher, tmp_path):
     assert (m.kind, m.dim, m.pooling, m.quantization) == ("static", 16, "sif", "none")
     assert m.options["distilled"]["tokens"] == len(SPECIAL) + len(PIECES) - 3  # minus [UNK] and [unusedN]
     assert m.options["distilled"]["wrap"] == ["[CLS]", "token", "[SEP]"]
-    keep = [i for i, w in enumerate(enc.words) if w not in ("[UNK]", "[unused0]", "[unused1]")]
-    assert not enc.vectors[[3, 1, 2]].any()  # [UNK] and placeholders have no vector
+    keep = [i for i, w in enumerate(enc.wv.index_to_key) if w not in ("[UNK]", "[unused0]", "[unused1]")]
+    assert not enc.wv.vectors[[3, 1, 2]].any()  # [UNK] and placeholders have no vector
     # with dims == hidden size, PCA is a rotation of the centred states: every cosine is kept
     states = teacher_states(teacher, keep)
     centred = states - states.mean(0)
     want = centred @ centred.T / np.outer(np.linalg.norm(centred, axis=1), np.linalg.norm(centred, axis=1))
-    table = enc.vectors[keep]
+    table = enc.wv.vectors[keep]
     got = table @ table.T / np.outer(np.linalg.norm(table, axis=1), np.linalg.norm(table, axis=1))
     np.testing.assert_allclose(got, want, atol=1e-4)
     weights = np.load(enc.path / "weights.npy")[keep]
@@ -87,13 +87,13 @@ def test_texts_use_the_teacher_tokenizer_without_special_tokens(teacher, tmp_pat
     assert enc.tokenizer.fast is not None  # BERT pipeline on ASCII: the word-cache fast path
     texts = ["The cats sat on the mat!", "playing stock markets", "naïve [CLS] x", "zzz~"]
     assert enc.tokenizer.tokenize(texts).ids == [e.ids for e in enc.tokenizer.tokenizer.encode_batch(texts)]
-    v = enc.words
+    v = enc.wv.index_to_key
     ids = enc.tokenizer.tokenize(["The cats sat"]).ids[0]
     assert [v[i] for i in ids] == ["the", "cat", "##s", "sat"]
     weights = np.load(enc.path / "weights.npy")
-    want = (enc.vectors[ids] * weights[ids, None]).mean(0)
+    want = (enc.wv.vectors[ids] * weights[ids, None]).mean(0)
     np.testing.assert_allclose(enc.encode("The cats sat"), want / np.linalg.norm(want), atol=1e-5)
-    assert enc.most_similar("cat", topn=3)[0][0] in v
+    assert enc.wv.most_similar("cat", topn=3)[0][0] in v
 
 
 def test_bert_fast_path_matches_tokenizers_on_random_ascii(teacher, tmp_path):
@@ -108,8 +108,8 @@ def test_pca_reduces_to_decreasing_variance_axes(teacher, tmp_path):
     enc = edgeemb.load(distill_mod.distill(teacher, tmp_path / "s", dims=5, quantization="int8",
                                            show_progress=False))
     assert enc.dim == 5 and enc.manifest.quantization == "int8"
-    keep = np.flatnonzero(np.abs(enc.vectors).sum(1) > 0)
-    var = enc.vectors[keep].var(0)
+    keep = np.flatnonzero(np.abs(enc.wv.vectors).sum(1) > 0)
+    var = enc.wv.vectors[keep].var(0)
     assert np.all(np.diff(var) < 0)
     assert 0 < enc.manifest.options["distilled"]["explained_variance"] < 1
 
@@ -117,9 +117,9 @@ def test_pca_reduces_to_decreasing_variance_axes(teacher, tmp_path):
 def test_vocab_size_cuts_the_table_and_later_ids_are_unknown(teacher, tmp_path):
     enc = edgeemb.load(distill_mod.distill(teacher, tmp_path / "s", dims=4, vocab_size=len(SPECIAL) + 26,
                                            show_progress=False))
-    assert len(enc.words) == len(SPECIAL) + 26
+    assert len(enc.wv.index_to_key) == len(SPECIAL) + 26
     enc.encode("cat a")  # 'cat' is past the cut, 'a' is inside it
-    assert (enc.known_tokens, enc.unknown_tokens) == (1, 1)
+    assert (enc.backend.known_tokens, enc.backend.unknown_tokens) == (1, 1)
 
 
 def test_cli_distill(teacher, tmp_path):
@@ -143,7 +143,7 @@ def default_static():
 def test_default_static_bundle(default_static):
     enc = default_static
     assert (enc.kind, enc.dim, enc.manifest.quantization) == ("static", 256, "int8")
-    assert len(enc.words) > 30_000 and enc.tokenizer.fast is not None
+    assert len(enc.wv.index_to_key) > 30_000 and enc.tokenizer.fast is not None
     a, b, c = enc.encode(["a man is playing a guitar", "someone plays the guitar", "stock markets fell today"])
     assert a @ b > a @ c + 0.2
-    assert "guitars" in [w for w, _ in enc.most_similar("guitar", topn=20)]
+    assert "guitars" in [w for w, _ in enc.wv.most_similar("guitar", topn=20)]

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import edgeemb
+from edgeemb.encode.batching import TextTokenizer, Tokenized
 from edgeemb.errors import InputError
-from edgeemb.tokenize import TextTokenizer, Tokenized
 
 TEXTS = ["a", "short text", "a somewhat longer sentence about cooking pasta in salted water",
          "这部电影很好看", "", "one two three four five six seven eight nine ten eleven twelve thirteen"]
@@ -83,11 +83,11 @@ def test_bad_texts_are_refused(encoder, bad, message):
 
 def test_threads_are_honoured(default_bundle):
     enc = edgeemb.load(default_bundle, threads=1)
-    opts = enc.session.get_session_options()
+    opts = enc.backend.session.get_session_options()
     assert enc.threads == 1 and opts.intra_op_num_threads == 1 and opts.inter_op_num_threads == 1
-    assert edgeemb.load(default_bundle, threads=2).session.get_session_options().intra_op_num_threads == 2
+    assert edgeemb.load(default_bundle, threads=2).backend.session.get_session_options().intra_op_num_threads == 2
     low_enc = edgeemb.load(default_bundle, low_memory=True)
-    low = low_enc.session.get_session_options()
+    low = low_enc.backend.session.get_session_options()
     assert low.intra_op_num_threads == 1 and low.enable_cpu_mem_arena and not low.enable_mem_pattern
     assert low_enc.max_tokens < edgeemb.load(default_bundle).max_tokens
     with pytest.raises(InputError, match="threads"):

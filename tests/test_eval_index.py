@@ -1,7 +1,7 @@
 """The eval suite's retrieval through edgeemb.Index finds what exact search finds on an easy case."""
 import numpy as np
 
-from edgeemb.eval.cli import IndexForEval
+from edgeemb.cli.evaluate import IndexForEval
 
 
 def test_index_adapter_returns_nearest_ids_and_pads_short_results():

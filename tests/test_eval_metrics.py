@@ -150,6 +150,11 @@ class StaticModel:
             self.words.append(word)
             vectors.append(v)
         self.vectors = np.asarray(vectors, dtype=np.float32)
+        self.wv = self  # the eval suite reads a static model's wv.index_to_key and wv.vectors
+
+    @property
+    def index_to_key(self) -> list[str]:
+        return self.words
 
 
 QUESTIONS = """: family

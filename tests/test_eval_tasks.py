@@ -10,13 +10,14 @@ import sys
 import types
 import zlib
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import edgeemb
+from edgeemb.cli.evaluate import add_parsers
 from edgeemb.eval import TASKS, DataNotFound, data, run_task, to_json, to_markdown
-from edgeemb.eval.cli import add_parser
 from edgeemb.eval.tasks import TaskResult
 
 STS_EN = [
@@ -106,12 +107,12 @@ def data_dir(tmp_path: Path) -> Path:
 
 
 class HashModel:
-    """Bag of character unigrams and bigrams hashed into 256 dims; words/vectors make it a static bundle."""
+    """Bag of character unigrams and bigrams hashed into 256 dims; `wv` (index_to_key, vectors) makes it static."""
 
     def __init__(self, static: bool = True):
         self.calls = []
         if static:
-            self.words = [
+            words = [
                 "man",
                 "woman",
                 "king",
@@ -127,7 +128,7 @@ class HashModel:
                 "天",
                 "雨",
             ]
-            self.vectors = self.encode(self.words)
+            self.wv = SimpleNamespace(index_to_key=words, vectors=self.encode(words))
 
     def encode(self, texts, batch_size=32, show_progress=False):
         self.calls.append((len(texts), batch_size, show_progress))
@@ -279,7 +280,7 @@ def test_report_json_and_markdown():
 
 def _cli(argv):
     parser = argparse.ArgumentParser(prog="edgeemb")
-    add_parser(parser.add_subparsers(dest="command"))
+    add_parsers(parser.add_subparsers(dest="command"), None)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from edgeemb.errors import IndexMismatchError, IndexStoreError, InputError
-from edgeemb.index import Index
-from edgeemb.retrieve import FINE_FILE, HybridRetriever, Results
-from edgeemb.vectorfile import HEADER
+from edgeemb.search.hybrid import FINE_FILE, HybridRetriever, Results
+from edgeemb.search.index import Index
+from edgeemb.search.int8rows import HEADER
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stub_encoders import StubEncoder, make_docs
@@ -170,7 +170,7 @@ CRASHER = """
 import os, sys
 sys.path.insert(0, sys.argv[2])
 from stub_encoders import StubEncoder, make_docs
-from edgeemb.retrieve import HybridRetriever
+from edgeemb.search.hybrid import HybridRetriever
 h = HybridRetriever(StubEncoder(dim=16, salt=1, name="coarse"), StubEncoder(dim=48, salt=2, name="fine"), sys.argv[1])
 docs = make_docs(60)
 h.add(docs[:30], ids=[f"a{i}" for i in range(30)])
@@ -286,7 +286,7 @@ def test_add_vectors_with_precomputed_embeddings_matches_add():
 def test_full_disk_while_writing_fine_rows_stores_nothing(tmp_path, monkeypatch):
     import errno
 
-    from edgeemb import vectorfile
+    from edgeemb.search import int8rows as vectorfile
 
     h, _ = build(tmp_path / "hy", n=40)
 

@@ -14,7 +14,7 @@ import test_index_durability as durability
 from stub_encoders import StubEncoder
 from test_index_durability import apply, stored_state
 
-from edgeemb.retrieve import HybridRetriever
+from edgeemb.search.hybrid import HybridRetriever
 
 ROOT = Path(__file__).resolve().parent.parent
 COARSE, FINE = StubEncoder(dim=16, salt=1, name="coarse"), StubEncoder(dim=48, salt=2, name="fine")
@@ -29,7 +29,7 @@ WRITER = """
 import json, random, sys, zlib
 sys.path.insert(0, sys.argv[3])
 from stub_encoders import StubEncoder
-from edgeemb.retrieve import HybridRetriever
+from edgeemb.search.hybrid import HybridRetriever
 def text(doc_id, version):
     return f"apple river k{zlib.crc32(f'{doc_id}:{version}'.encode())} v{version}"
 path, seed = sys.argv[1], int(sys.argv[2])
@@ -69,7 +69,7 @@ def check_hybrid(path: Path, acked: dict[str, int], pending: dict | None) -> dic
         allowed = [acked] + ([apply(acked, pending)] if pending else [])
         assert state in allowed, f"store differs from the acknowledged state (pending {pending and pending['op']})"
         assert len(h) == len(h.lexical) == len(state)
-        labels = dict(h.index._query("SELECT id, label FROM docs"))
+        labels = h.index.store.labels_of(list(stored))
         for doc_id, (v, got, _) in stored.items():
             assert got == text(doc_id, v)
             found, _ = h.lexical.search(text(doc_id, v).split()[2], 3)

@@ -13,9 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edgeemb.index as index_module
+import edgeemb.search.graph as graph_module
+import edgeemb.search.index as index_module
 from edgeemb.errors import IndexMismatchError, IndexStoreError, InputError
-from edgeemb.index import STORE, Index
+from edgeemb.search.index import STORE, Index
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stub_encoders import StubEncoder, make_docs
@@ -111,7 +112,7 @@ def test_growth_beyond_initial_capacity(tmp_path):
     x = vecs(300)
     for s in range(0, 300, 50):
         index.add_vectors(x[s:s + 50], texts(50, f"b{s}-"), ids=[f"d{i}" for i in range(s, s + 50)])
-    assert len(index) == 300 and index.graph.get_max_elements() >= 300
+    assert len(index) == 300 and index.graph.index.get_max_elements() >= 300
     assert all(top_id(index, x[i]) == f"d{i}" for i in range(0, 300, 37))
     index.close()
 
@@ -191,8 +192,8 @@ def test_broad_filter_goes_through_hnswlib_and_matches_only_allowed(tmp_path, mo
     monkeypatch.setattr(index_module, "BRUTE_FORCE_LIMIT", 10)
     index, x = build(tmp_path / "ix", n=300)
     calls = []
-    exact = index._exact
-    monkeypatch.setattr(index, "_exact", lambda *a: calls.append(1) or exact(*a))
+    exact = index.exact.search
+    monkeypatch.setattr(index.exact, "search", lambda *a: calls.append(1) or exact(*a))
     hits = index.search(x[1], k=20, filter={"n": 1})
     assert len(hits) == 20 and all(h.metadata["n"] == 1 for h in hits) and not calls
     assert hits[0].id == "d1"
@@ -296,7 +297,7 @@ def test_full_disk_during_save_keeps_previous_state(tmp_path, monkeypatch):
     index.save()
     gen = index.meta["generation"]
     index.add_vectors(vecs(5, 7), texts(5, "late"), ids=[f"late{i}" for i in range(5)])
-    real = index.graph
+    real = index.graph.index
 
     class ShortWrite:  # hnswlib writes what fits and reports nothing, as on a full disk
         def __getattr__(self, name):
@@ -307,10 +308,10 @@ def test_full_disk_during_save_keeps_previous_state(tmp_path, monkeypatch):
             data = Path(path).read_bytes()
             Path(path).write_bytes(data[: len(data) // 2])
 
-    index.graph = ShortWrite()
+    index.graph.index = ShortWrite()
     with pytest.raises(IndexStoreError, match=f"disk full.*generation {gen}\\) is intact"):
         index.save()
-    index.graph = real
+    index.graph.index = real
     assert sorted(p.name for p in (tmp_path / "ix").glob("*graph*")) == [f"graph.{gen}.bin"]
     index._dirty = False  # close without saving: reopen from the last good graph
     index.close()
@@ -324,7 +325,7 @@ def test_read_only_disk_during_save_says_so(tmp_path, monkeypatch):
     def refuse(path, *a, **kw):
         raise OSError(errno.EROFS, "Read-only file system", str(path))
 
-    monkeypatch.setattr(index_module, "open", refuse, raising=False)
+    monkeypatch.setattr(graph_module, "open", refuse, raising=False)
     with pytest.raises(IndexStoreError, match="Read-only file system.*intact"):
         index.save()
     monkeypatch.undo()
@@ -335,8 +336,9 @@ def test_read_only_disk_during_save_says_so(tmp_path, monkeypatch):
 
 def test_full_store_refuses_the_write_and_keeps_previous_documents(tmp_path):
     index, _ = build(tmp_path / "ix", n=10)
-    pages = index.db.execute("PRAGMA page_count").fetchone()[0]
-    index.db.execute(f"PRAGMA max_page_count = {pages + 1}")
+    db = index.store._conn()
+    pages = db.execute("PRAGMA page_count").fetchone()[0]
+    db.execute(f"PRAGMA max_page_count = {pages + 1}")
     big = ["x" * 20000 for _ in range(20)]
     with pytest.raises(IndexStoreError, match="full.*previous state"):
         index.add_vectors(vecs(20, 3), big, ids=[f"big{i}" for i in range(20)])
@@ -384,8 +386,8 @@ class WatchedGraph:
 
 def test_many_reader_threads_and_one_writer(tmp_path):
     index, x = build(tmp_path / "ix", n=100, capacity=100, ef_construction=32)  # adds resize the graph
-    index.db.execute("PRAGMA synchronous=OFF")  # durability is not under test here: keep the writer fast
-    index.graph = watched = WatchedGraph(index.graph)
+    index.store._conn().execute("PRAGMA synchronous=OFF")  # durability is not under test here: keep the writer fast
+    index.graph.index = watched = WatchedGraph(index.graph.index)
     errors, done = [], threading.Event()
     extra = vecs(300, 5)
 
@@ -414,7 +416,7 @@ def test_many_reader_threads_and_one_writer(tmp_path):
             t.join()
     assert not errors, errors[:3]
     assert watched.overlaps == 0, f"{watched.overlaps} graph writes ran during a query"
-    index.graph = watched.graph
+    index.graph.index = watched.graph
     assert len(index) == 100 + 300 - 15 * 7
     index.close()
 
@@ -422,7 +424,7 @@ def test_many_reader_threads_and_one_writer(tmp_path):
 READER = """
 import json, sys
 import numpy as np
-from edgeemb.index import Index
+from edgeemb.search.index import Index
 ix = Index.open(sys.argv[1], read_only=True)
 q = np.asarray(json.loads(sys.argv[2]), dtype=np.float32)
 print(json.dumps({"n": len(ix), "top": ix.search(q, k=1)[0].id}))

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeemb.index import STORE, Index
+from edgeemb.search.index import STORE, Index
 
 DIM = 8
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,7 +37,7 @@ VEC = f"\nimport zlib\nimport numpy as np\nDIM = {DIM}\n" + inspect.getsource(ve
 WRITER = """
 import json, os, random, sys, zlib
 import numpy as np
-from edgeemb.index import Index, STORE
+from edgeemb.search.index import Index, STORE
 """ + VEC + """
 path, seed = sys.argv[1], int(sys.argv[2])
 ix = Index.open(path) if os.path.exists(os.path.join(path, STORE)) else Index.create(path, dim=DIM, capacity=32)
@@ -152,7 +152,7 @@ def test_killed_writer_loses_nothing_acknowledged_many_times(tmp_path):
 
 SAVER = """
 import os, sys, numpy as np
-from edgeemb.index import Index
+from edgeemb.search.index import Index
 """ + VEC + """
 ix = Index.create(sys.argv[1], dim=DIM)
 ids = [f"a{i}" for i in range(50)]

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeemb import lexical as lex
 from edgeemb.errors import IndexStoreError, InputError
-from edgeemb.lexical import LexicalIndex, analyze, plural_stem
-from edgeemb.retrieve import LEXICAL_FILE, HybridRetriever
+from edgeemb.search import lexical as lex
+from edgeemb.search.hybrid import LEXICAL_FILE, HybridRetriever
+from edgeemb.search.lexical import LexicalIndex, analyze, plural_stem
 
 sys.path.insert(0, str(Path(__file__).parent))
 from stub_encoders import StubEncoder, make_docs
@@ -215,7 +215,7 @@ CRASHER = """
 import os, sys
 sys.path.insert(0, sys.argv[2])
 from stub_encoders import StubEncoder, make_docs
-from edgeemb.retrieve import HybridRetriever
+from edgeemb.search.hybrid import HybridRetriever
 h = HybridRetriever(StubEncoder(dim=16, salt=1, name="coarse"), StubEncoder(dim=48, salt=2, name="fine"), sys.argv[1])
 h.add(make_docs(30), ids=[f"a{i}" for i in range(30)])
 h.save()

@@ -10,11 +10,10 @@ import edgeemb
 torch = pytest.importorskip("torch", reason="LLM export needs the export extra")
 transformers = pytest.importorskip("transformers", reason="LLM export needs the export extra")
 
-from torch_helpers import one_torch_thread, report, cosines  # noqa: E402, F401
-
 from edgeemb_export.errors import ExportError
 from edgeemb_export.llm import LLMOptions, export_llm, export_source, from_causal_lm
 from edgeemb_export.onnx_tools import quantize, quantize_int4
+from torch_helpers import cosines, one_torch_thread, report  # noqa: F401
 
 # mixed lengths, English and Chinese, one text far longer than the rest
 TEXTS = ["the cat", "a quick brown fox jumps over the lazy dog while the cat sat on the mat " * 3,
@@ -87,10 +86,11 @@ def arch_bundle(request, tmp_path_factory, bpe_json):
     return request.param, pooling, base, out
 
 
-def session(path):
-    import onnxruntime as ort
+def backend(enc, path):
+    """The same bundle's encoder running another graph (int8/int4 beside the fp32 one)."""
+    from edgeemb.encode.backend import OnnxBackend
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return OnnxBackend(path, threads=1, normalized=enc.manifest.normalize)
 
 
 def test_fp32_matches_torch_under_left_and_right_padding(arch_bundle):
@@ -128,7 +128,7 @@ def test_int8_and_int4_stay_close_to_fp32(arch_bundle):
     enc = edgeemb.load(out, threads=1)
     fp32 = encode_quietly(enc, TEXTS, batch_size=len(TEXTS))
     for graph, bound in (("int8.onnx", 0.99), ("int4.onnx", 0.95)):
-        enc.session = session(out.parent / graph)
+        enc.backend = backend(enc, out.parent / graph)
         got = encode_quietly(enc, TEXTS, batch_size=len(TEXTS))
         report(family="llm", arch=name, check=f"{graph[:4]} vs fp32", cosine_min=cosines(got, fp32).min(),
                cosine_mean=cosines(got, fp32).mean())

@@ -1,8 +1,8 @@
 """Runtime side of LLM bundles, torch-free: the appended EOS token survives truncation and is counted."""
 import pytest
 
+from edgeemb.encode.batching import TextTokenizer
 from edgeemb.errors import BundleError
-from edgeemb.tokenize import TextTokenizer
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ import edgeemb
 
 torch = pytest.importorskip("torch", reason="LLM export needs the export extra")
 
-from torch_helpers import one_torch_thread  # noqa: E402, F401
+from torch_helpers import one_torch_thread  # noqa: F401
 
 REPO = Path(__file__).resolve().parent.parent
 STORIES = Path(os.environ.get("EDGEEMB_MODELS", REPO.parent / "shared" / "models")) / "stories260K"

@@ -92,7 +92,7 @@ def test_ort_copy_adds_model_ort_and_operator_config(tiny, tmp_path):
     assert report.operators == count_operators(tmp_path / "m" / "required_operators.config") >= 5
     assert manifest.parity["mobile"]["ort"]["cosine_min"] >= 0.9999
     enc = edgeemb.load(tmp_path / "m", threads=1)
-    assert enc.session._model_path.endswith("model.ort"), "the runtime must prefer model.ort when listed"
+    assert enc.backend.session._model_path.endswith("model.ort"), "the runtime must prefer model.ort when listed"
     np.testing.assert_allclose(enc.encode(TEXTS), edgeemb.load(tiny, threads=1).encode(TEXTS), atol=1e-5)
     assert sha256_file(tiny / "edgeemb.json") == src_manifest, "the source bundle must not change"
 
@@ -180,7 +180,7 @@ def test_bundle_without_a_graph_is_refused(tmp_path):
     ({"threads": 1}, (1, True, True)),
 ])
 def test_memory_options_reach_the_session(tiny, kw, expected):
-    so = edgeemb.load(tiny, **kw).session.get_session_options()
+    so = edgeemb.load(tiny, **kw).backend.session.get_session_options()
     assert (so.intra_op_num_threads, so.enable_cpu_mem_arena, so.enable_mem_pattern) == expected
 
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edgeemb import pooling
+from edgeemb.encode import pooling
 
 
 def reference(tokens, mask, how):

@@ -61,10 +61,10 @@ def test_each_dialect_is_sniffed_and_read_exactly(kv, tmp_path, fmt, suffix, bin
     assert static_export.sniff_format(src) == fmt
     enc = export(src, tmp_path / "b", quantization="fp32")
     assert enc.kind == "static" and enc.manifest.source["format"] == fmt
-    assert enc.words == kv.index_to_key
-    np.testing.assert_allclose(enc.vectors, kv.vectors, atol=1e-6 if binary else 1e-5)
+    assert enc.wv.index_to_key == kv.index_to_key
+    np.testing.assert_allclose(enc.wv.vectors, kv.vectors, atol=1e-6 if binary else 1e-5)
     forced = export(src, tmp_path / "b2", fmt=fmt, quantization="fp32")
-    assert forced.words == enc.words
+    assert forced.wv.index_to_key == enc.wv.index_to_key
 
 
 @pytest.mark.parametrize("quantization,bound", [("fp16", 0.9999), ("int8", 0.999)])
@@ -74,7 +74,7 @@ def test_quantized_tables_stay_close_and_record_parity(kv, tmp_path, quantizatio
     enc = export(src, tmp_path / "b", quantization=quantization)
     assert enc.manifest.quantization == quantization
     assert enc.manifest.parity["cosine_min"] >= bound
-    cos = (enc.vectors * kv.vectors).sum(1) / np.linalg.norm(enc.vectors, axis=1) / np.linalg.norm(kv.vectors, axis=1)
+    cos = (enc.wv.vectors * kv.vectors).sum(1) / np.linalg.norm(enc.wv.vectors, axis=1) / np.linalg.norm(kv.vectors, axis=1)
     assert cos.min() >= bound
     if quantization == "int8":
         assert np.load(enc.path / "vectors.npy").dtype == np.int8 and (enc.path / "scales.npy").is_file()
@@ -83,7 +83,7 @@ def test_quantized_tables_stay_close_and_record_parity(kv, tmp_path, quantizatio
 def test_max_vocab_keeps_the_first_words(kv, tmp_path):
     kv.save_word2vec_format(str(tmp_path / "v.txt"))
     enc = export(tmp_path / "v.txt", tmp_path / "b", max_vocab=7)
-    assert enc.words == kv.index_to_key[:7]
+    assert enc.wv.index_to_key == kv.index_to_key[:7]
 
 
 # ---- word API equals gensim on the same vectors -----------------------------------------------------------
@@ -95,7 +95,7 @@ QUERIES = [{"positive": ["king", "woman"], "negative": ["man"]}, {"positive": ["
 
 @pytest.mark.parametrize("query", QUERIES)
 def test_most_similar_matches_gensim(fp32_bundle, kv, query):
-    ours, theirs = fp32_bundle.most_similar(**query, topn=10), kv.most_similar(**query, topn=10)
+    ours, theirs = fp32_bundle.wv.most_similar(**query, topn=10), kv.most_similar(**query, topn=10)
     assert [w for w, _ in ours] == [w for w, _ in theirs]
     np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-5)
 
@@ -103,28 +103,28 @@ def test_most_similar_matches_gensim(fp32_bundle, kv, query):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # gensim's own init_sims call
 @pytest.mark.parametrize("query", QUERIES[:4])
 def test_most_similar_cosmul_matches_gensim(fp32_bundle, kv, query):
-    ours, theirs = fp32_bundle.most_similar_cosmul(**query, topn=10), kv.most_similar_cosmul(**query, topn=10)
+    ours, theirs = fp32_bundle.wv.most_similar_cosmul(**query, topn=10), kv.most_similar_cosmul(**query, topn=10)
     assert [w for w, _ in ours] == [w for w, _ in theirs]
     np.testing.assert_allclose([s for _, s in ours], [s for _, s in theirs], atol=1e-5)
 
 
 def test_similarity_doesnt_match_vector_match_gensim(fp32_bundle, kv):
-    assert fp32_bundle.word_similarity("cat", "dog") == pytest.approx(float(kv.similarity("cat", "dog")), abs=1e-6)
+    assert fp32_bundle.wv.similarity("cat", "dog") == pytest.approx(float(kv.similarity("cat", "dog")), abs=1e-6)
     assert fp32_bundle.similarity("cat", "dog") == pytest.approx(float(kv.similarity("cat", "dog")), abs=1e-5)
     words = ["cat", "dog", "kitten", "stock"]
-    assert fp32_bundle.doesnt_match(words) == kv.doesnt_match(words)
-    np.testing.assert_allclose(fp32_bundle.vector("queen"), kv["queen"], atol=1e-6)
+    assert fp32_bundle.wv.doesnt_match(words) == kv.doesnt_match(words)
+    np.testing.assert_allclose(fp32_bundle.wv.get_vector("queen"), kv["queen"], atol=1e-6)
     with pytest.raises(KeyError, match="not in the vocabulary"):
-        fp32_bundle.vector("zebra")
+        fp32_bundle.wv.get_vector("zebra")
     with pytest.raises(KeyError):
-        fp32_bundle.most_similar("zebra")
-    assert fp32_bundle.has_word("cat") and not fp32_bundle.has_word("zebra")
+        fp32_bundle.wv.most_similar("zebra")
+    assert fp32_bundle.wv.has_index_for("cat") and not fp32_bundle.wv.has_index_for("zebra")
 
 
 def test_sentence_bundles_have_no_word_api(encoder):
     assert getattr(encoder, "words", None) is None
-    with pytest.raises(AttributeError, match="static bundle"):
-        encoder.most_similar("cat")
+    with pytest.raises(edgeemb.InputError, match="static bundle"):
+        encoder.wv.most_similar("cat")
 
 
 # ---- sentence vectors ---------------------------------------------------------------------------------------
@@ -133,12 +133,12 @@ def test_sentence_vector_is_the_sif_weighted_mean_of_known_words(fp32_bundle):
     enc = fp32_bundle
     weights = np.load(enc.path / "weights.npy")
     assert enc.manifest.pooling == "sif" and weights[0] < weights[-1]  # frequent words weigh less
-    before = (enc.known_tokens, enc.unknown_tokens)
+    before = (enc.backend.known_tokens, enc.backend.unknown_tokens)
     got = enc.encode("The cat, sat on zebra mat!")  # lowercased (vocabulary has no capitals); 3 unknown
-    idx = [enc.words.index(w) for w in ("the", "cat", "sat", "on", "mat")]
-    want = (enc.vectors[idx] * weights[idx, None]).mean(0)
+    idx = [enc.wv.index_to_key.index(w) for w in ("the", "cat", "sat", "on", "mat")]
+    want = (enc.wv.vectors[idx] * weights[idx, None]).mean(0)
     np.testing.assert_allclose(got, want / np.linalg.norm(want), atol=1e-5)
-    assert (enc.known_tokens - before[0], enc.unknown_tokens - before[1]) == (5, 3)  # ',', 'zebra', '!'
+    assert (enc.backend.known_tokens - before[0], enc.backend.unknown_tokens - before[1]) == (5, 3)  # ',', 'zebra', '!'
 
 
 def test_batches_equal_single_texts_and_empty_texts_are_zero(fp32_bundle):
@@ -153,7 +153,7 @@ def test_plain_mean_pooling_has_no_weights(kv, tmp_path):
     kv.save_word2vec_format(str(tmp_path / "v.txt"))
     enc = export(tmp_path / "v.txt", tmp_path / "b", pooling="mean", quantization="fp32")
     assert "weights.npy" not in enc.manifest.files
-    want = enc.vectors[[enc.words.index("cat"), enc.words.index("dog")]].mean(0)
+    want = enc.wv.vectors[[enc.wv.index_to_key.index("cat"), enc.wv.index_to_key.index("dog")]].mean(0)
     np.testing.assert_allclose(enc.encode("cat dog"), want / np.linalg.norm(want), atol=1e-5)
 
 
@@ -192,19 +192,19 @@ def rows_for(words, dim=4, seed=1):
 def test_lowercase_auto_yes_no(tmp_path):
     write_text(tmp_path / "mixed.txt", rows_for(["Apple", "apple", "Bank", "river"]))
     auto = export(tmp_path / "mixed.txt", tmp_path / "a", quantization="fp32")
-    assert auto.manifest.options["lowercase"] is False and auto.words[:2] == ["Apple", "apple"]
+    assert auto.manifest.options["lowercase"] is False and auto.wv.index_to_key[:2] == ["Apple", "apple"]
     assert not np.allclose(auto.encode("Apple"), auto.encode("apple"))
     with pytest.warns(StaticInputWarning, match="merged by lowercasing"):
         yes = static_export.export_static(tmp_path / "mixed.txt", tmp_path / "y", lowercase="yes",
                                           quantization="fp32", show_progress=False)
     yes = edgeemb.load(yes)
-    assert yes.words == ["apple", "bank", "river"] and yes.manifest.source["read"]["case_merged"] == 1
+    assert yes.wv.index_to_key == ["apple", "bank", "river"] and yes.manifest.source["read"]["case_merged"] == 1
     np.testing.assert_allclose(yes.encode("APPLE"), yes.encode("apple"))
     write_text(tmp_path / "low.txt", rows_for(["apple", "bank"]))
     low = export(tmp_path / "low.txt", tmp_path / "l")
     assert low.manifest.options["lowercase"] is True
     no = export(tmp_path / "low.txt", tmp_path / "n", lowercase="no")
-    assert not no.encode("APPLE").any() and no.unknown_tokens == 1
+    assert not no.encode("APPLE").any() and no.backend.unknown_tokens == 1
 
 
 def test_chinese_words_and_characters_segment_by_longest_match(tmp_path):
@@ -213,11 +213,11 @@ def test_chinese_words_and_characters_segment_by_longest_match(tmp_path):
     enc = export(tmp_path / "zh.vec", tmp_path / "b", quantization="fp32", pooling="mean")
     assert enc.manifest.options["segmentation"] == "longest-match"
     ids = enc.tokenizer.tokenize(["这部电影很好看"]).ids[0]
-    assert [enc.words[i] for i in ids] == ["这", "部", "电影", "很", "好看"]
+    assert [enc.wv.index_to_key[i] for i in ids] == ["这", "部", "电影", "很", "好看"]
     # one unknown character costs only itself, not the whole phrase (WordPiece would drop all of it)
     got = enc.tokenizer.tokenize(["这部X电影吗"]).ids[0]
-    assert [enc.words[i] if i < len(enc.words) else "?" for i in got] == ["这", "部", "?", "电影", "?"]
-    want = enc.vectors[[words.index(w) for w in ("这", "部", "电影")]].mean(0)
+    assert [enc.wv.index_to_key[i] if i < len(enc.wv.index_to_key) else "?" for i in got] == ["这", "部", "?", "电影", "?"]
+    want = enc.wv.vectors[[words.index(w) for w in ("这", "部", "电影")]].mean(0)
     np.testing.assert_allclose(enc.encode("这部X电影吗"), want / np.linalg.norm(want), atol=1e-5)
     chars = export(tmp_path / "zh.vec", tmp_path / "c", segmentation="words")
     assert chars.manifest.options["segmentation"] == "words"
@@ -253,8 +253,8 @@ def test_duplicates_keep_the_first_and_are_counted(tmp_path):
         out = static_export.export_static(tmp_path / "g.txt", tmp_path / "b", quantization="fp32",
                                           show_progress=False)
     enc = edgeemb.load(out)
-    assert enc.words == ["a", "b"] and enc.manifest.source["read"] == {"duplicates": 1}
-    np.testing.assert_allclose(enc.vector("a"), [1, 0])
+    assert enc.wv.index_to_key == ["a", "b"] and enc.manifest.source["read"] == {"duplicates": 1}
+    np.testing.assert_allclose(enc.wv.get_vector("a"), [1, 0])
 
 
 def test_invalid_utf8_words_stay_readable(tmp_path):
@@ -263,9 +263,9 @@ def test_invalid_utf8_words_stay_readable(tmp_path):
         out = static_export.export_static(tmp_path / "g.txt", tmp_path / "b", quantization="fp32",
                                           show_progress=False)
     enc = edgeemb.load(out)
-    assert enc.words == ["caf\\xe9", "ok", "\\xff\\xfe"]
+    assert enc.wv.index_to_key == ["caf\\xe9", "ok", "\\xff\\xfe"]
     assert enc.manifest.source["read"]["invalid_utf8"] == 2
-    np.testing.assert_allclose(enc.vector("caf\\xe9"), [1, 0])
+    np.testing.assert_allclose(enc.wv.get_vector("caf\\xe9"), [1, 0])
 
 
 def test_empty_vocabulary(tmp_path):
@@ -284,7 +284,7 @@ def test_nan_and_inf_rows_are_dropped_and_counted(tmp_path):
     (tmp_path / "g.txt").write_text("a 1 2\nb nan 1\nc 1 inf\nd 3 4\ne 1e39 0\n")
     with pytest.warns(StaticInputWarning, match="3 rows with NaN or inf"):
         out = static_export.export_static(tmp_path / "g.txt", tmp_path / "b", show_progress=False)
-    assert edgeemb.load(out).words == ["a", "d"]
+    assert edgeemb.load(out).wv.index_to_key == ["a", "d"]
 
 
 def test_non_numeric_value_names_the_line(tmp_path):
@@ -337,7 +337,7 @@ def test_cli_export_static(kv, tmp_path, capsys):
 
 
 def test_static_runtime_imports_no_heavy_module(fp32_bundle):
-    code = ("import sys, edgeemb; e = edgeemb.load(sys.argv[1]); e.encode(['cat sat']); e.most_similar('cat');"
+    code = ("import sys, edgeemb; e = edgeemb.load(sys.argv[1]); e.encode(['cat sat']); e.wv.most_similar('cat');"
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('torch', 'transformers', 'onnx', 'onnxruntime', 'gensim', 'scipy', 'sklearn')))")
     out = subprocess.run([sys.executable, "-c", code, str(fp32_bundle.path)], capture_output=True, text=True,
@@ -364,7 +364,7 @@ def glove(tmp_path_factory):
                                    {"positive": ["coffee", "morning"]}, {"positive": ["lol"], "negative": ["sad"]}])
 def test_real_glove_top10_equals_gensim(glove, query):
     kv, enc = glove
-    assert [w for w, _ in enc.most_similar(**query)] == [w for w, _ in kv.most_similar(**query)]
+    assert [w for w, _ in enc.wv.most_similar(**query)] == [w for w, _ in kv.most_similar(**query)]
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import edgeemb
-from edgeemb.static import byte_ngrams, fasttext_hash, subword_buckets
+from edgeemb.static.subwords import byte_ngrams, fasttext_hash, subword_buckets
 
 fasttext = pytest.importorskip("gensim.models.fasttext", reason="gensim is a test-only dependency")
 static_export = pytest.importorskip("edgeemb_export.static", reason="needs the export extra")
@@ -55,29 +55,29 @@ def test_bin_is_sniffed_and_words_equal_gensim(bundle, model):
     assert m.source["format"] == "fasttext-bin"
     assert m.options["subwords"] == {"minn": 2, "maxn": 4, "bucket": 3000}
     assert m.options["weights_from"] == "counts"
-    assert bundle.words == model.wv.index_to_key
-    np.testing.assert_allclose(bundle.vectors, np.stack([model.wv[w] for w in bundle.words]), atol=1e-5)
+    assert bundle.wv.index_to_key == model.wv.index_to_key
+    np.testing.assert_allclose(bundle.wv.vectors, np.stack([model.wv[w] for w in bundle.wv.index_to_key]), atol=1e-5)
 
 
 def test_unknown_words_get_gensims_ngram_vectors(bundle, model):
     for word in OOV:
         assert word not in model.wv.key_to_index
-        np.testing.assert_allclose(bundle.vector(word), model.wv[word], atol=1e-5, err_msg=word)
+        np.testing.assert_allclose(bundle.wv.get_vector(word), model.wv[word], atol=1e-5, err_msg=word)
 
 
 def test_unknown_words_count_in_sentence_vectors(bundle, model):
     weights = np.load(bundle.path / "weights.npy")
     got = bundle.encode("the catlike kittens")
-    i = bundle.words.index("the")
+    i = bundle.wv.index_to_key.index("the")
     want = (model.wv["the"] * weights[i] + model.wv["catlike"] + model.wv["kittens"]) / 3
     np.testing.assert_allclose(got, want / np.linalg.norm(want), atol=1e-5)
     assert bundle.encode(["the catlike kittens", "zzzq"], batch_size=1)[0] == pytest.approx(got, abs=1e-6)
-    assert bundle.unknown_tokens == 0  # every unknown word here has n-grams
+    assert bundle.backend.unknown_tokens == 0  # every unknown word here has n-grams
 
 
 def test_int8_bundle_keeps_ngram_vectors_close(ft_bin, model, tmp_path):
     enc = edgeemb.load(static_export.export_static(ft_bin, tmp_path / "b8", show_progress=False))
     assert (enc.path / "ngram_scales.npy").is_file()
     for word in OOV:
-        a, b = enc.vector(word), model.wv[word]
+        a, b = enc.wv.get_vector(word), model.wv[word]
         assert a @ b / np.linalg.norm(a) / np.linalg.norm(b) > 0.999

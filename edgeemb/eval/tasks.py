@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..encode.pooling import normalize
 from . import data
 from .metrics import (
     analogy_3cosadd,
@@ -42,12 +43,6 @@ class TaskResult:
     details: dict = field(default_factory=dict)
 
 
-def _unit(X: np.ndarray) -> np.ndarray:
-    X = np.asarray(X, dtype=np.float32)
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return np.divide(X, norms, out=np.zeros_like(X), where=norms > 0)
-
-
 def _embed(model, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
     """Unit-normalised embeddings of texts, encoding each distinct text once."""
     uniq = list(dict.fromkeys(texts))
@@ -55,7 +50,7 @@ def _embed(model, texts: Sequence[str], batch_size: int, show_progress: bool) ->
     if E.ndim != 2 or len(E) != len(uniq):
         raise ValueError(f"model.encode returned shape {E.shape} for {len(uniq)} texts")
     pos = {t: i for i, t in enumerate(uniq)}
-    return _unit(E)[[pos[t] for t in texts]]
+    return normalize(E)[[pos[t] for t in texts]]
 
 
 def _pair_cosines(model, a: list[str], b: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
@@ -174,19 +169,26 @@ def retrieval(
     ]
 
 
+def word_vectors(model):
+    """The model's word vectors (a static bundle's `wv`: index_to_key and vectors), or None."""
+    try:
+        return model.wv
+    except (AttributeError, ValueError):  # InputError (a ValueError) for bundles that are not static
+        return None
+
+
 def _vocab(model, task: str, restrict_vocab: int) -> tuple[np.ndarray, dict[str, int]]:
     """Unit vectors of the candidate words and a case-insensitive word -> row lookup (gensim-style)."""
-    words, vectors = getattr(model, "words", None), getattr(model, "vectors", None)
-    if words is None or vectors is None:
-        raise ValueError(
-            f"task {task} needs a static bundle with a vocabulary (model.words and model.vectors)"
-        )
+    wv = word_vectors(model)
+    if wv is None:
+        raise ValueError(f"task {task} needs a static bundle with a vocabulary (model.wv)")
+    words, vectors = wv.index_to_key, wv.vectors
     lookup: dict[str, int] = {}
     rows = []
     for i, w in enumerate(words[:restrict_vocab]):
         if lookup.setdefault(w.lower(), len(rows)) == len(rows):  # the most frequent casing wins
             rows.append(i)
-    return _unit(np.asarray(vectors)[rows]), lookup
+    return normalize(np.asarray(vectors)[rows]), lookup
 
 
 def analogy(

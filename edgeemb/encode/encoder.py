@@ -4,20 +4,21 @@ from __future__ import annotations
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from ..bundle import Manifest, open_bundle
+from ..errors import BundleError, EdgeembError, InputError
+from ..progress import Progress
+from ..similarity import cosine
+from ..sysinfo import physical_cores
 from . import pooling
-from .bundle import Manifest, read_manifest, verify_files
-from .errors import BundleError, EdgeembError, InputError
-from .paths import DEFAULT_BUNDLES, default_bundle_path, physical_cores
-from .progress import Progress
-from .similarity import cosine
-from .tokenize import TextTokenizer, check_texts
+from .backend import Backend, OnnxBackend
+from .batching import Batch, TextTokenizer, check_texts
 
 if TYPE_CHECKING:
-    import onnxruntime as ort
+    from ..static.words import WordVectors
 
 
 # Padded tokens per batch: bounds onnxruntime's arena, which grows with the unfused attention's batch x length^2
@@ -30,31 +31,29 @@ class TruncationWarning(UserWarning):
     """Some texts were longer than the bundle's max_length and were cut."""
 
 
-def session_options(threads: int, arena: bool = True, mem_pattern: bool = True) -> ort.SessionOptions:
-    """onnxruntime options: exactly `threads` intra-op threads, one inter-op, sequential execution."""
-    import onnxruntime as ort  # imported on first use: static bundles never need it (~30 MB RSS)
+class TextEncoder(Protocol):
+    """What an index or retriever needs of an encoder (an Encoder, or a stand-in in tests)."""
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.enable_cpu_mem_arena = arena
-    so.enable_mem_pattern = mem_pattern
-    so.log_severity_level = 3
-    if threads == 1:
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return so
+    path: Path
+    manifest: Manifest
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode_queries(self, texts: Sequence[str], **kw: Any) -> np.ndarray: ...
+
+    def encode_documents(self, texts: Sequence[str], **kw: Any) -> np.ndarray: ...
 
 
 class Encoder:
     """A loaded bundle: `.path`, `.manifest`, `.dim`; `encode(texts)` -> float32 (n, dim).
 
-    `session` is an onnxruntime.InferenceSession or any backend with the same `run(output_names, feeds)`;
-    the graph's input and output names come from the manifest.
+    `backend` runs the model (an OnnxBackend, the static table, or any `Backend`); the graph's input and output
+    names come from the manifest.
     """
 
-    def __init__(self, path: Path, manifest: Manifest, session, tokenizer: TextTokenizer, threads: int):
-        self.path, self.manifest, self.session, self.tokenizer, self.threads = path, manifest, session, tokenizer, threads
+    def __init__(self, path: Path, manifest: Manifest, backend: Backend, tokenizer: TextTokenizer, threads: int):
+        self.path, self.manifest, self.backend, self.tokenizer, self.threads = path, manifest, backend, tokenizer, threads
         self.truncated = 0  # texts cut to max_length over this Encoder's life
         self.max_tokens = DEFAULT_MAX_TOKENS  # padded tokens per batch when encode() is not told otherwise
         self._inputs = list(manifest.inputs)
@@ -76,15 +75,15 @@ class Encoder:
         m = self.manifest
         return f"Encoder({m.name!r}, kind={m.kind}, dim={m.dim}, quantization={m.quantization}, threads={self.threads})"
 
-    def __getattr__(self, name: str):
-        """Static bundles' word API (words, vectors, vector, most_similar, ...) by delegation to the backend."""
-        from .static import WORD_API
+    @property
+    def wv(self) -> WordVectors:
+        """The word-level API of a static bundle (gensim's KeyedVectors names: most_similar, kv["word"], ...)."""
+        from ..static.words import WordVectors
 
-        session = self.__dict__.get("session")
-        if name in WORD_API and hasattr(session, name):
-            return getattr(session, name)
-        raise AttributeError(f"{type(self).__name__} has no attribute {name!r}"
-                             + (" (word queries need a static bundle)" if name in WORD_API else ""))
+        words = getattr(self.backend, "words", None)
+        if not isinstance(words, WordVectors):
+            raise InputError(f"bundle {self.name} is a {self.kind} bundle; word queries need a static bundle")
+        return words
 
     def encode(self, texts: Sequence[str] | str, batch_size: int = 32, normalize: bool | None = None,
                show_progress: bool = False, prompt: str | None = None, max_tokens: int | None = None,
@@ -157,30 +156,28 @@ class Encoder:
             raise InputError(f"layer must be 'all' or an int in {-(n + 1)}..{n}, got {layer!r}")
         return self.manifest.layers.index(layer % (n + 1))
 
-    def _embed_batch(self, batch, normalize: bool, layer_index: int | str | None = None) -> np.ndarray:
+    def _embed_batch(self, batch: Batch, normalize: bool, layer_index: int | str | None = None) -> np.ndarray:
         if layer_index is not None:  # layer_embeddings are pooled, never normalised, in the graph
             (vecs,) = self._run(batch, ["layer_embeddings"])
             vecs = vecs if layer_index == "all" else vecs[:, layer_index]
-            return pooling.normalize(vecs) if normalize else vecs
-        if normalize == self.manifest.normalize or "token_embeddings" not in self._outputs:
+            return pooling.finish(vecs, normalize, is_unit=False)
+        fused = self.backend.normalized
+        if normalize or not fused or "token_embeddings" not in self._outputs:
             (vecs,) = self._run(batch, ["sentence_embedding"])
-            return pooling.normalize(vecs) if normalize and not self.manifest.normalize else vecs
-        (tokens,) = self._run(batch, ["token_embeddings"])
-        vecs = pooling.pool(tokens, batch.attention_mask, self.manifest.pooling)
-        return pooling.normalize(vecs) if normalize else vecs.astype(np.float32, copy=False)
+            return pooling.finish(vecs, normalize, is_unit=fused)
+        (tokens,) = self._run(batch, ["token_embeddings"])  # raw vectors from a graph that normalises
+        return pooling.finish(pooling.pool(tokens, batch.attention_mask, self.manifest.pooling), False, False)
 
-    def _run(self, batch, outputs: list[str]) -> list[np.ndarray]:
+    def _run(self, batch: Batch, outputs: list[str]) -> list[np.ndarray]:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "token_type_ids": batch.token_type_ids}
         if "position_ids" in self._inputs:
             feeds["position_ids"] = np.clip(np.cumsum(batch.attention_mask, axis=1) - 1, 0, None)
         try:
-            return self.session.run(outputs, {k: feeds[k] for k in self._inputs})
+            chosen = {k: feeds[k] for k in self._inputs}
         except KeyError as exc:
             raise BundleError(f"{self.path}: graph input {exc.args[0]!r} is not one edgeemb can feed") from None
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-            raise EdgeembError(f"onnxruntime failed on a batch of {len(batch.rows)} texts "
-                               f"({str(exc).splitlines()[0][:200]})") from None
+        return self.backend.run(outputs, chosen)
 
     def _note_truncation(self, n: int, total: int) -> None:
         if n:
@@ -189,58 +186,34 @@ class Encoder:
                           f"truncated", TruncationWarning, stacklevel=3)
 
 
-def resolve_bundle(path: str | Path | None) -> Path:
-    """A bundle path, or the folder of an embedded default ("default", "default-static", None)."""
-    if path is None or str(path) in DEFAULT_BUNDLES:
-        name = "default" if path is None else str(path)
-        folder = default_bundle_path(name)
-        if not folder.is_dir():
-            raise BundleError(f"the {name} bundle is not built yet ({folder}); run `edgeemb setup` "
-                              f"(needs the export extra) or pass a bundle path")
-        return folder
-    return Path(path)
-
-
 def load(path: str | Path | None = None, threads: int | None = None, verify: bool = True, arena: bool = True,
          mem_pattern: bool = True, low_memory: bool = False) -> Encoder:
     """Load a bundle folder or .tar archive (None: the embedded default); create its onnxruntime session once.
 
-    threads: intra-op threads (default: physical cores); verify: check every file's sha256;
+    threads: intra-op threads (default: physical cores); verify: check every file's sha256 (a file hashed
+    before with unchanged path, size and mtime is trusted; "full" re-hashes everything);
     low_memory: preset for small devices: one thread, no memory-pattern planning, batches capped at 512 padded
     tokens. The arena stays on: turning it off raised peak RSS here (PITFALLS.md; docs/results/shipping.md).
     """
-    folder = resolve_bundle(path)
-    if folder.is_file():  # a .tar from `edgeemb pack`: unpacked (every checksum verified) into the cache once
-        from .archive import unpack_cached
-
-        folder, verify = unpack_cached(folder, verify), False
-    manifest = read_manifest(folder)
-    if verify:
-        verify_files(folder, manifest)
     if low_memory:
         threads, mem_pattern = 1 if threads is None else threads, False
     threads = physical_cores() if threads is None else threads
-    if not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive int, got {threads!r}")
+    folder, manifest = open_bundle(path, verify=verify)
     if manifest.kind == "static" and "model.onnx" not in manifest.files:  # numpy gather backend, no graph
-        from .static import load_static
+        from ..static.backend import load_static
 
         return _preset(Encoder(folder, manifest, *load_static(folder, manifest), threads), low_memory)
     model = folder / ("model.ort" if "model.ort" in manifest.files else "model.onnx")
     if model.name not in manifest.files:
         raise BundleError(f"{folder / 'edgeemb.json'}: field 'files' lists no model.onnx")
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(model), session_options(threads, arena, mem_pattern),
-                                       providers=["CPUExecutionProvider"])
-    except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise BundleError(f"{model}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+    backend = OnnxBackend(model, threads, manifest.normalize, arena, mem_pattern)
     tok_opts = manifest.tokenizer
     tokenizer = TextTokenizer(folder / tok_opts.get("file", "tokenizer.json"), manifest.max_length,
                               tok_opts.get("pad_id", 0), tok_opts.get("padding_side", "right"),
                               tok_opts.get("eos_id") if manifest.options.get("append_eos") else None)
-    return _preset(Encoder(folder, manifest, session, tokenizer, threads), low_memory)
+    return _preset(Encoder(folder, manifest, backend, tokenizer, threads), low_memory)
 
 
 def _preset(encoder: Encoder, low_memory: bool) -> Encoder:

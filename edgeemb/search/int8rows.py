@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import fsync_dir
-from .errors import IndexStoreError, InputError
+from ..atomic import atomic_write_bytes
+from ..errors import IndexStoreError, InputError
 
 MAGIC = b"EDGEEMB-I8ROWS\x00\x00"
 FORMAT = 1
@@ -54,17 +54,10 @@ class Int8Rows:
         """Write an empty file with its header (fsynced, then the folder)."""
         path = Path(path)
         header = MAGIC + struct.pack("<II", FORMAT, dim)
-        tmp = path.with_name(f".{path.name}.tmp")
         try:
-            with open(tmp, "wb") as f:
-                f.write(header.ljust(HEADER, b"\x00"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            atomic_write_bytes(path, header.ljust(HEADER, b"\x00"))
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise IndexStoreError(f"cannot create {path} ({exc.strerror or exc})") from None
-        fsync_dir(path.parent)
         return cls(path, dim, read_only=False)
 
     @classmethod

@@ -1,14 +1,14 @@
-"""The bundle: manifest schema, validation and checksums (format_version 1)."""
+"""The bundle manifest (edgeemb.json, format_version 1): schema, validation, reading and writing."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BundleError
+from ..atomic import atomic_write_bytes
+from ..errors import BundleError
 
 MANIFEST = "edgeemb.json"
 FORMAT_VERSION = 1
@@ -71,15 +71,6 @@ class Manifest:
         model = next((f for f in ("model.onnx", "model.ort", "vectors.npy") if f in self.files), None)
         digest = self.files[model]["sha256"][:16] if model else "nofile"
         return f"{self.name}@{digest}"
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_file_name(name: str, where: str) -> None:
@@ -147,54 +138,9 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
     return parse_manifest(data, str(path))
 
 
-def verify_files(folder: str | os.PathLike, manifest: Manifest) -> None:
-    """Check every listed file exists with the recorded size and sha256."""
-    folder = Path(folder)
-    for name, info in manifest.files.items():
-        path = folder / name
-        if not path.is_file():
-            raise BundleError(f"{path}: listed in the manifest but missing")
-        size = path.stat().st_size
-        if size != info["size"]:
-            raise BundleError(f"{path}: size {size} differs from the manifest's {info['size']} (truncated?)")
-        if sha256_file(path) != info["sha256"]:
-            raise BundleError(f"{path}: sha256 differs from the manifest (file changed or corrupt)")
-
-
-def file_entry(path: str | os.PathLike) -> dict[str, Any]:
-    """The manifest's record of one file: sha256 and size."""
-    return {"sha256": sha256_file(path), "size": os.path.getsize(path)}
-
-
 def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
     """Validate and write edgeemb.json atomically (temp file, fsync, rename)."""
     parse_manifest(manifest.to_dict(), "manifest being written")
     path = Path(folder) / MANIFEST
     atomic_write_bytes(path, (json.dumps(manifest.to_dict(), indent=2, ensure_ascii=False) + "\n").encode())
     return path
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write a file so a crash leaves either the old or the new content, never a mix."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: str | os.PathLike) -> None:
-    """fsync a folder so a rename inside it is durable (no-op where unsupported)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

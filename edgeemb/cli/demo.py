@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import csv
-import resource
 import tempfile
 import time
 from importlib import resources
 
-from .commands import snippet
+from ..sysinfo import peak_rss_mb
+from .index import snippet
 
 
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def add_parsers(sub, export_sub) -> None:
+    """Register `demo`."""
+    p = sub.add_parser("demo", help="index the built-in sample corpus and run a few queries")
+    p.add_argument("--bundle", default=None, help="bundle to use (default: the embedded default)")
+    p.add_argument("-k", type=int, default=3, help="hits shown per query (default 3)")
+    p.set_defaults(func=lambda args: run_demo(args.bundle, args.k))
 
 
 def sample_corpus() -> tuple[list[str], list[str], list[dict]]:
@@ -30,8 +33,8 @@ def demo_queries() -> list[str]:
 
 def run_demo(bundle: str | None = None, k: int = 3) -> int:
     """Index the sample corpus in a temporary folder, run the queries, print hits, latency and peak RSS."""
-    from .encoder import load
-    from .index import Index
+    from ..encode.encoder import load
+    from ..search.index import Index
 
     start = time.perf_counter()
     enc = load(bundle)
@@ -63,9 +66,9 @@ def run_demo(bundle: str | None = None, k: int = 3) -> int:
 
 def run_static_demo() -> None:
     """The second default, a static bundle distilled from MiniLM: each query's top hit and its latency."""
-    from .encoder import load
-    from .errors import BundleError
-    from .index import Index
+    from ..encode.encoder import load
+    from ..errors import BundleError
+    from ..search.index import Index
 
     start = time.perf_counter()
     try:

@@ -1,4 +1,4 @@
-"""Pooling and normalisation as plain numpy functions (the graph fuses the same maths)."""
+"""Pooling and normalisation as plain numpy functions (the graph fuses the same maths); the only place that normalises."""
 from __future__ import annotations
 
 import numpy as np
@@ -46,6 +46,11 @@ def normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """L2-normalise rows (or a single vector); zero vectors stay zero."""
     norms = np.linalg.norm(x, axis=-1, keepdims=True)
     return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
+
+def finish(x: np.ndarray, unit: bool, is_unit: bool) -> np.ndarray:
+    """The one decision to normalise: unit length when asked (`unit`) and not already (`is_unit`); float32."""
+    return normalize(x) if unit and not is_unit else x.astype(np.float32, copy=False)
 
 
 def truncate_dim(x: np.ndarray, dim: int, renormalize: bool = True) -> np.ndarray:

@@ -1,23 +1,25 @@
-"""`edgeemb eval`: run the benchmark suite on one or more bundles and print a markdown table."""
+"""`edgeemb eval`: run the evaluation suite on one or more bundles (and a reference model) and print a table."""
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
 
-from .data import DataNotFound
-from .report import to_json, to_markdown
-from .tasks import SENTENCE_TASKS, TASKS, WORD_TASKS, run_task
+from ..eval.data import DataNotFound
+from ..eval.report import to_json, to_markdown
+from ..eval.tasks import SENTENCE_TASKS, TASKS, WORD_TASKS, run_task, word_vectors
+
+REFERENCE_GROUP = "edgeemb.references"  # entry points: kind name -> class(path) with encode(texts, ...)
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parsers(sub, export_sub) -> None:
     """Register the `eval` subcommand."""
-    p = subparsers.add_parser(
+    p = sub.add_parser(
         "eval",
         help="evaluate bundles on the benchmark suite",
         description="Evaluate a bundle (and optional comparisons) on the benchmark suite.",
@@ -39,45 +41,34 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="also evaluate a sentence-transformers model (needs the export extra)",
     )
     p.set_defaults(func=run_eval_cli)
-    return p
-
-
-class SentenceTransformerModel:
-    """A sentence-transformers model behind the `encode(texts, batch_size=, show_progress=)` interface."""
-
-    def __init__(self, path: str):
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(path)
-
-    def encode(self, texts: list[str], batch_size: int = 32, show_progress: bool = False) -> np.ndarray:
-        """Embed texts as a float32 (n, dim) array."""
-        out = self.model.encode(
-            list(texts), batch_size=batch_size, convert_to_numpy=True, show_progress_bar=show_progress
-        )
-        return np.asarray(out, dtype=np.float32)
 
 
 def _load_models(args: argparse.Namespace) -> dict:
     import edgeemb
 
-    reference = None
+    reference = reference_model = None
     if args.reference:
         kind, _, reference = args.reference.partition(":")
         if kind != "sentence-transformers" or not reference:
             raise ValueError(f"--reference must be sentence-transformers:PATH, got {args.reference!r}")
-        if importlib.util.find_spec("sentence_transformers") is None:
-            raise ValueError(
-                "--reference needs sentence-transformers; install the export extra: "
-                "pip install 'edgeemb[export]'"
-            )
+        reference_model = _reference_class(kind)
     models = {}
     for path in [args.bundle, *args.compare]:
         label = Path(path).name or str(path)
         models[str(path) if label in models else label] = edgeemb.load(path)
     if reference:
-        models[f"st:{Path(reference).name or reference}"] = SentenceTransformerModel(reference)
+        models[f"st:{Path(reference).name or reference}"] = reference_model(reference)
     return models
+
+
+def _reference_class(kind: str):
+    """The toolchain's reference model for `kind` (an entry point), or a ValueError saying what to install."""
+    for ep in entry_points(group=REFERENCE_GROUP, name=kind):
+        try:
+            return ep.load()
+        except ImportError:
+            break
+    raise ValueError(f"--reference {kind}:PATH needs the export extra: pip install 'edgeemb[export]'")
 
 
 class IndexForEval:
@@ -86,7 +77,7 @@ class IndexForEval:
     def __init__(self, dim: int):
         import tempfile
 
-        from ..index import Index
+        from ..search.index import Index
 
         self._tmp = tempfile.TemporaryDirectory(prefix="edgeemb-eval-")
         self.index = Index.create(self._tmp.name, dim=dim)
@@ -95,7 +86,6 @@ class IndexForEval:
         self.index.add_vectors(vectors, [""] * len(ids), ids=[str(int(i)) for i in ids])
 
     def search(self, queries, k: int):
-        import numpy as np
 
         hits = [self.index.search(q, k=k) for q in queries]
         ids = np.full((len(queries), k), -1, dtype=np.int64)
@@ -108,7 +98,7 @@ class IndexForEval:
 
 def _evaluate(label: str, model, tasks: list[str], explicit: bool, args: argparse.Namespace) -> list:
     results = []
-    static = getattr(model, "words", None) is not None and getattr(model, "vectors", None) is not None
+    static = word_vectors(model) is not None
     for task in tasks:
         if task in WORD_TASKS and not static and not explicit:
             print(

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from .errors import BundleError, InputError
+from ..errors import BundleError, InputError
 
 CHARS_PER_TOKEN_CAP = 64  # a huge text is cut to max_length * 64 characters before tokenising
 

@@ -21,13 +21,13 @@ from typing import Any
 
 import numpy as np
 
-from .errors import IndexMismatchError, IndexStoreError, InputError
+from ..encode.pooling import normalize, truncate_dim
+from ..errors import IndexMismatchError, IndexStoreError, InputError
+from ..progress import Progress
+from ..similarity import top_k
 from .index import STORE, Hit, Index
+from .int8rows import Int8Rows
 from .lexical import LexicalIndex
-from .pooling import normalize
-from .progress import Progress
-from .similarity import top_k
-from .vectorfile import Int8Rows
 
 FINE_FILE = "fine.i8"
 LEXICAL_FILE = "lexical.bm25"
@@ -51,13 +51,13 @@ def bundle_record(encoder, ref: str | None = None) -> dict[str, Any]:
 class HybridRetriever:
     """Coarse recall from an HNSW graph, then exact re-scoring of the candidates with a finer encoder.
 
-    path None: a temporary index, removed on close(). An existing index folder is opened (and checked against
-    both encoders); otherwise one is created. coarse_dim keeps only the first dims of the coarse vectors
+    path None: a temporary index, removed on close(). An existing index folder (or an open Index, which the
+    retriever then owns) is opened and checked against both encoders; otherwise one is created. coarse_dim keeps only the first dims of the coarse vectors
     (sensible for PCA-ordered static tables), which shrinks the graph's memory. lexical: keep a BM25 keyword
     index that recalls half of the candidates (a setting of a new index; an existing one keeps its own).
     """
 
-    def __init__(self, coarse, fine, path: str | Path | None = None, *, read_only: bool = False, live=None,
+    def __init__(self, coarse, fine, path: str | Path | Index | None = None, *, read_only: bool = False, live=None,
                  coarse_dim: int | None = None, M: int = 16, ef_construction: int = 200, threads: int = 1,
                  coarse_ref: str | None = None, fine_ref: str | None = None, lexical: bool = True):
         if coarse is None or fine is None:
@@ -72,9 +72,11 @@ class HybridRetriever:
                 raise InputError("a temporary hybrid index cannot be read-only")
             self._tmp = tempfile.TemporaryDirectory(prefix="edgeemb-hybrid-")
             path = self._tmp.name
-        path = Path(path)
-        if (path / STORE).is_file():
-            self.index = Index.open(path, read_only=read_only, threads=threads)
+        opened = path if isinstance(path, Index) else None
+        path = opened.path if opened is not None else Path(path)
+        if opened is not None or (path / STORE).is_file():
+            self.index = opened or Index.open(path, read_only=read_only, threads=threads)
+            read_only = self.index.read_only
             try:
                 self._check(path)
                 self.fine_rows = self._open_fine(path, read_only)
@@ -116,7 +118,7 @@ class HybridRetriever:
     def close(self) -> None:
         """Save what changed, close the store and drop the memory map (and a temporary folder)."""
         try:
-            if self.index.db is not None and not self.index.read_only and self._tmp is None:
+            if not self.index.closed and not self.index.read_only and self._tmp is None:
                 self._save_lexical()
             self.index.close()
         finally:
@@ -153,7 +155,7 @@ class HybridRetriever:
         if not isinstance(ids, str):  # (a str is refused by Index.delete)
             ids = list(ids)
         with self.index.writing():
-            labels = [] if isinstance(ids, str) else list(self.index._labels_of(list(dict.fromkeys(ids))).values())
+            labels = [] if isinstance(ids, str) else list(self.index.store.labels_of(list(dict.fromkeys(ids))).values())
             n = self.index.delete(ids, missing_ok=missing_ok)
             if self.lexical is not None and n:
                 self.lexical.delete(labels)
@@ -197,7 +199,7 @@ class HybridRetriever:
         cq = self._coarse([query], query=True)[0]
         t.append(time.perf_counter())
         reranker = self.fine if rerank == "stored" else (self.live or self.fine)
-        fq = _unit(reranker.encode_queries([query])[0])
+        fq = normalize(reranker.encode_queries([query])[0])
         t.append(time.perf_counter())
         if lexical and self.lexical is None:
             raise InputError(f"{self.path} has no keyword index (it was built with lexical=False)")
@@ -247,7 +249,7 @@ class HybridRetriever:
 
     def _cut(self, vecs: np.ndarray) -> np.ndarray:
         """Keep the first coarse_dim dimensions (renormalised)."""
-        return normalize(vecs[:, : self.coarse_dim]) if self.coarse_dim < vecs.shape[1] else vecs
+        return truncate_dim(vecs, self.coarse_dim) if self.coarse_dim < vecs.shape[1] else vecs
 
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         return self._coarse(texts, query=False), normalize(self.fine.encode_documents(texts, batch_size=32))
@@ -259,14 +261,14 @@ class HybridRetriever:
         index = self.index
         insert = index.upsert_vectors if upsert else index.add_vectors
         with index.writing():
-            texts, ids, metas = index._check_docs(texts, ids, metadata, "upsert" if upsert else "add", must_exist)
+            texts, ids, metas = index.check_documents(texts, ids, metadata, "upsert" if upsert else "add", must_exist)
             index.reserve(len(texts))
             self.fine_rows.reserve(int(index.meta["next_label"]) + len(texts))
             with Progress(len(texts), f"index {index.path.name}", show_progress, "docs") as bar:
                 for s in range(0, len(texts), batch_size):
                     sl = slice(s, s + batch_size)
                     coarse, fine = vectors(sl) if vectors else self._encode(texts[sl])
-                    old = list(index._labels_of(ids[sl]).values()) if upsert and self.lexical is not None else []
+                    old = list(index.store.labels_of(ids[sl]).values()) if upsert and self.lexical is not None else []
                     written: list[np.ndarray] = []
 
                     def write_fine(labels: np.ndarray, fine=fine, written=written) -> None:
@@ -291,7 +293,7 @@ class HybridRetriever:
             lexical = LexicalIndex() if stale else LexicalIndex.load(file)
         except IndexStoreError:  # damaged: rebuilt from the store below, and saved again
             lexical, stale = LexicalIndex(), True
-        in_store = np.array(sorted(r[0] for r in self.index._query("SELECT label FROM docs")), dtype=np.int64)
+        in_store = self.index.store.all_labels()
         known = lexical.labels()
         gone = np.setdiff1d(known, in_store, assume_unique=True)
         lexical.delete(gone.tolist())
@@ -325,7 +327,7 @@ class HybridRetriever:
                                       f"gone; rebuild the index from its corpus")
             return Int8Rows.create(file, self.fine.dim)
         rows = Int8Rows.open(file, self.fine.dim, read_only)
-        top = self.index._query_one("SELECT MAX(label) FROM docs")[0]
+        top = self.index.store.max_label()
         rows.check_rows(0 if top is None else top + 1)
         return rows
 
@@ -341,8 +343,3 @@ def default_ef(candidates: int, ef_search: int) -> int:
     """HNSW breadth for N candidates: N + min(N, 200). Static vectors are anisotropic, so ef = N finds only ~80%
     of the true coarse top N (measured on en_corpus); the extra breadth matters most for small N."""
     return max(ef_search, candidates + min(candidates, 200))
-
-
-def _unit(vec: np.ndarray) -> np.ndarray:
-    vec = np.asarray(vec, dtype=np.float32)
-    return vec / max(float(np.linalg.norm(vec)), 1e-12)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import threading
 from collections import Counter
@@ -24,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .bundle import fsync_dir
-from .errors import IndexStoreError, InputError
+from ..atomic import atomic_writer
+from ..errors import IndexStoreError, InputError
 
 K1, B = 0.9, 0.4  # BM25 parameters (the Anserini defaults for BEIR)
 MERGE_MIN = 4096  # the recent segment is merged into the main one past max(MERGE_MIN, 10% of main) documents
@@ -194,19 +193,13 @@ class LexicalIndex:
                       "arrays": {name: int(arrays[name].size) for name, _ in _ARRAYS}}
             blob = json.dumps(header, ensure_ascii=False).encode()
             blob += b" " * (-(len(SNAPSHOT_MAGIC) + 8 + len(blob)) % 8)
-            tmp = path.with_name(f".{path.name}.tmp")
             try:
-                with open(tmp, "wb") as f:
+                with atomic_writer(path) as f:
                     f.write(SNAPSHOT_MAGIC + len(blob).to_bytes(8, "little") + blob)
                     for name, dtype in _ARRAYS:
                         data = np.ascontiguousarray(arrays[name], dtype=dtype).tobytes()
                         f.write(data + b"\0" * (-len(data) % 8))
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-                fsync_dir(path.parent)
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
                 raise IndexStoreError(f"cannot save {path} ({exc.strerror or exc}); the previous keyword index "
                                       f"is intact and every acknowledged document is in the store") from None
 

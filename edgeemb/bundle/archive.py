@@ -18,10 +18,12 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from .bundle import MANIFEST, Manifest, fsync_dir, parse_manifest, read_manifest, sha256_file, verify_files
-from .errors import BundleError
-from .paths import home
-from .progress import Progress
+from ..atomic import atomic_writer, fsync_dir
+from ..errors import BundleError
+from ..paths import home
+from ..progress import Progress
+from .manifest import MANIFEST, Manifest, parse_manifest, read_manifest
+from .verify import sha256_file, verify_files
 
 MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few KB; anything near this is not a manifest
 CHUNK = 1 << 20
@@ -50,28 +52,20 @@ def pack(bundle_dir: str | os.PathLike, out_tar: str | os.PathLike, force: bool 
         if path.stat().st_size != info["size"]:
             raise BundleError(f"{path}: size {path.stat().st_size} differs from the manifest's {info['size']}")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     total = sum(info["size"] for info in manifest.files.values())
     try:
-        with open(tmp, "wb") as f, Progress(total, f"pack {out.name}", show_progress, "B") as bar:
-            with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tf:
-                tf.addfile(_member_info(MANIFEST, len(raw)), io.BytesIO(raw))
-                for name, info in manifest.files.items():
-                    with open(folder / name, "rb") as src:
-                        reader = _HashingReader(src, bar)
-                        tf.addfile(_member_info(name, info["size"]), reader)
-                    if reader.hexdigest() != info["sha256"]:
-                        raise BundleError(f"{folder / name}: sha256 differs from the manifest (file changed or "
-                                          f"corrupt); not packed")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
+        with atomic_writer(out) as f, Progress(total, f"pack {out.name}", show_progress, "B") as bar, \
+                tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            tf.addfile(_member_info(MANIFEST, len(raw)), io.BytesIO(raw))
+            for name, info in manifest.files.items():
+                with open(folder / name, "rb") as src:
+                    reader = _HashingReader(src, bar)
+                    tf.addfile(_member_info(name, info["size"]), reader)
+                if reader.hexdigest() != info["sha256"]:
+                    raise BundleError(f"{folder / name}: sha256 differs from the manifest (file changed or "
+                                      f"corrupt); not packed")
     except OSError as exc:
         raise BundleError(f"cannot write {out} ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return out
 
 

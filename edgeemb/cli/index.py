@@ -1,4 +1,4 @@
-"""Runtime subcommands: info, encode, index build, search, demo."""
+"""Index subcommands: `index build` (plain or hybrid) and `search` (one opening of the index per call)."""
 from __future__ import annotations
 
 import json
@@ -9,17 +9,7 @@ from pathlib import Path
 
 
 def add_parsers(sub, export_sub) -> None:
-    """Register the runtime subcommands."""
-    p = sub.add_parser("info", help="show a bundle's manifest and verify its checksums")
-    p.add_argument("bundle", nargs="?", default=None, help="bundle folder, 'default' or 'default-static'")
-    p.set_defaults(func=cmd_info)
-
-    p = sub.add_parser("encode", help="embed texts and print JSON vectors")
-    p.add_argument("bundle", help="bundle folder, 'default' or 'default-static'")
-    p.add_argument("texts", nargs="+", help="texts to embed")
-    p.add_argument("--threads", type=int, default=None)
-    p.set_defaults(func=cmd_encode)
-
+    """Register `index build` and `search`."""
     p = sub.add_parser("index", help="build a search index from a corpus file")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
     b = isub.add_parser("build", help="embed a corpus (.txt, .jsonl, .tsv) into an index folder")
@@ -33,7 +23,7 @@ def add_parsers(sub, export_sub) -> None:
     b.add_argument("-o", "--out", required=True, help="index folder to create")
     b.add_argument("--text-field", default="text", help="column or JSON field holding the text (default: text)")
     b.add_argument("--force", action="store_true", help="replace an existing index folder")
-    b.add_argument("--threads", type=int, default=None)
+    b.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: physical cores)")
     b.set_defaults(func=cmd_index_build)
 
     p = sub.add_parser("search", help="query an index folder")
@@ -42,7 +32,7 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("-k", type=int, default=10, help="number of hits (default 10)")
     p.add_argument("--bundle", default=None, help="bundle to encode the query (default: the one that built the index)")
     p.add_argument("--json", action="store_true", help="print JSON (with per-stage timings for a hybrid index)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: physical cores)")
     p.add_argument("--candidates", type=int, default=None,
                    help="hybrid: coarse candidates to re-score (default 100); plain index: HNSW ef")
     p.add_argument("--rerank", choices=("stored", "live"), default="stored",
@@ -51,59 +41,19 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("--no-lexical", action="store_true", help="hybrid: recall with the coarse graph only")
     p.set_defaults(func=cmd_search)
 
-    p = sub.add_parser("demo", help="index the built-in sample corpus and run a few queries")
-    p.add_argument("--bundle", default=None, help="bundle to use (default: the embedded default)")
-    p.add_argument("-k", type=int, default=3)
-    p.set_defaults(func=cmd_demo)
-
-
-def cmd_info(args) -> int:
-    from .bundle import read_manifest, verify_files
-    from .encoder import resolve_bundle
-
-    folder = resolve_bundle(args.bundle)
-    if folder.is_file():  # a .tar from `edgeemb pack`: verified and unpacked into the cache once
-        from .archive import unpack_cached
-
-        folder = unpack_cached(folder)
-    manifest = read_manifest(folder)
-    verify_files(folder, manifest)
-    m = manifest.to_dict()
-    size = sum(f["size"] for f in m["files"].values())
-    print(f"bundle   {folder}")
-    for key in ("name", "kind", "dim", "max_length", "pooling", "normalize", "quantization"):
-        print(f"{key:<12} {m[key]}")
-    print(f"{'files':<12} " + ", ".join(f"{n} ({f['size'] / 1e6:.1f} MB)" for n, f in m["files"].items())
-          + f"; {size / 1e6:.1f} MB in all, checksums ok")
-    if m.get("parity"):
-        print(f"{'parity':<12} " + json.dumps(m["parity"], ensure_ascii=False))
-    print(f"{'created_with':<12} " + json.dumps(m["created_with"]))
-    return 0
-
-
-def cmd_encode(args) -> int:
-    from .encoder import load
-
-    enc = load(args.bundle, threads=args.threads)
-    vecs = enc.encode(args.texts)
-    json.dump({"bundle": enc.name, "dim": enc.dim, "vectors": [[round(float(x), 6) for x in v] for v in vecs]},
-              sys.stdout)
-    print()
-    return 0
-
 
 def bundle_ref(arg: str | None, folder: Path) -> str:
     """What an index records to find its bundle again: the default's short name or an absolute path."""
-    from .paths import DEFAULT_BUNDLES
+    from ..paths import DEFAULT_BUNDLES
 
     return arg if arg in DEFAULT_BUNDLES else "default" if arg is None else str(folder.resolve())
 
 
 def cmd_index_build(args) -> int:
-    from .corpus import read_corpus
-    from .encoder import load
-    from .errors import IndexStoreError, InputError
-    from .index import STORE, Index
+    from ..corpus import read_corpus
+    from ..encode.encoder import load
+    from ..errors import IndexStoreError, InputError
+    from ..search.index import STORE, Index
 
     out = Path(args.out)
     if (out / STORE).exists():
@@ -126,54 +76,11 @@ def cmd_index_build(args) -> int:
     return 0
 
 
-def open_index_with_bundle(folder: str, bundle: str | None, threads: int | None = None):
-    """Open an index and the encoder that built it (or `bundle` when given)."""
-    from .encoder import load
-    from .errors import IndexStoreError
-    from .index import Index
-
-    meta_index = Index.open(folder, read_only=True)
-    ref = bundle or meta_index.meta.get("bundle_ref")
-    meta_index.close()
-    if not ref:
-        raise IndexStoreError(f"{folder} records no bundle; pass --bundle")
-    return Index.open(folder, load(ref, threads=threads), read_only=True)
-
-
-def cmd_search(args) -> int:
-    from .errors import InputError
-    from .index import Index
-
-    with Index.open(args.index, read_only=True) as peek:
-        hybrid = peek.meta.get("kind") == "hybrid"
-    if hybrid:
-        hits, timings = search_hybrid(args)
-        ms = timings["total_ms"]
-    else:
-        if args.rerank == "live" or args.fine:
-            raise InputError(f"{args.index} is a plain index: --rerank live and --fine need a hybrid index")
-        index = open_index_with_bundle(args.index, args.bundle, args.threads)
-        start = time.perf_counter()
-        hits = index.search(args.query, k=args.k, ef=args.candidates)
-        ms = (time.perf_counter() - start) * 1e3
-        index.close()
-        timings = {"total_ms": round(ms, 3)}
-    if args.json:
-        json.dump({"query": args.query, "latency_ms": round(ms, 3), "timings": timings,
-                   "hits": [h.__dict__ for h in hits]}, sys.stdout, ensure_ascii=False)
-        print()
-    else:
-        for rank, h in enumerate(hits, 1):
-            print(f"{rank:>3}. {h.score:.4f}  {h.id}  {snippet(h.text)}")
-        print(f"({len(hits)} hits in {ms:.1f} ms)")
-    return 0
-
-
 def build_hybrid(args, corpus) -> int:
     """`index build --coarse A --fine B`: coarse vectors in the graph, fine int8 vectors beside the store."""
-    from .encoder import load
-    from .errors import InputError
-    from .retrieve import HybridRetriever
+    from ..encode.encoder import load
+    from ..errors import InputError
+    from ..search.hybrid import HybridRetriever
 
     if args.bundle is not None or not (args.coarse and args.fine):
         raise InputError("a hybrid index needs both --coarse and --fine (and no BUNDLE argument)")
@@ -190,17 +97,47 @@ def build_hybrid(args, corpus) -> int:
     return 0
 
 
-def search_hybrid(args) -> tuple[list, dict]:
-    """Search a hybrid index with the bundles it records (--fine: another bundle for --rerank live)."""
-    from .encoder import load
-    from .index import Index
-    from .retrieve import HybridRetriever
+def cmd_search(args) -> int:
+    from ..encode.encoder import load
+    from ..errors import InputError
+    from ..search.index import Index
 
-    with Index.open(args.index, read_only=True) as peek:
-        coarse_ref, fine_ref = peek.meta["coarse"]["ref"], peek.meta["fine"]["ref"]
-    coarse, fine = load(coarse_ref, threads=args.threads), load(fine_ref, threads=args.threads)
+    index = Index.open(args.index, load(args.bundle, threads=args.threads) if args.bundle else None,
+                       read_only=True, threads=args.threads or 1)
+    try:
+        if index.meta.get("kind") == "hybrid":
+            hits, timings = search_hybrid(args, index)
+            ms = timings["total_ms"]
+        else:
+            if args.rerank == "live" or args.fine:
+                raise InputError(f"{args.index} is a plain index: --rerank live and --fine need a hybrid index")
+            index.encoder  # noqa: B018 - load the recorded bundle before the clock starts
+            start = time.perf_counter()
+            hits = index.search(args.query, k=args.k, ef=args.candidates)
+            ms = (time.perf_counter() - start) * 1e3
+            timings = {"total_ms": round(ms, 3)}
+    finally:
+        index.close()
+    if args.json:
+        json.dump({"query": args.query, "latency_ms": round(ms, 3), "timings": timings,
+                   "hits": [h.__dict__ for h in hits]}, sys.stdout, ensure_ascii=False)
+        print()
+    else:
+        for rank, h in enumerate(hits, 1):
+            print(f"{rank:>3}. {h.score:.4f}  {h.id}  {snippet(h.text)}")
+        print(f"({len(hits)} hits in {ms:.1f} ms)")
+    return 0
+
+
+def search_hybrid(args, index) -> tuple[list, dict]:
+    """Search an open hybrid index with the bundles it records (--fine: another bundle for --rerank live)."""
+    from ..encode.encoder import load
+    from ..search.hybrid import HybridRetriever
+
+    coarse = load(index.meta["coarse"]["ref"], threads=args.threads)
+    fine = load(index.meta["fine"]["ref"], threads=args.threads)
     live = load(args.fine, threads=args.threads) if args.fine else None
-    with HybridRetriever(coarse, fine, args.index, read_only=True, live=live) as h:
+    with HybridRetriever(coarse, fine, index, read_only=True, live=live) as h:
         res = h.search(args.query, k=args.k, candidates=args.candidates or 100, rerank=args.rerank,
                        lexical=False if args.no_lexical else None)
     return list(res), res.timings
@@ -210,9 +147,3 @@ def snippet(text: str, width: int = 90) -> str:
     """One line of a document, cut to `width` characters."""
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def cmd_demo(args) -> int:
-    from .demo import run_demo
-
-    return run_demo(args.bundle, args.k)

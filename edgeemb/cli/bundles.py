@@ -1,0 +1,120 @@
+"""Bundle subcommands: info, encode, pack (optionally in onnxruntime's mobile format) and unpack."""
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from importlib.metadata import entry_points
+from pathlib import Path
+
+MOBILE_GROUP = "edgeemb.mobile"  # entry point `prepare`: (src, dst, ort=, fp16_storage=, keep_onnx=) -> report
+
+
+def add_parsers(sub, export_sub) -> None:
+    """Register info, encode, pack and unpack."""
+    p = sub.add_parser("info", help="show a bundle's manifest and verify its checksums")
+    p.add_argument("bundle", nargs="?", default=None, help="bundle folder, .tar, 'default' or 'default-static'")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("encode", help="embed texts and print JSON vectors")
+    p.add_argument("bundle", help="bundle folder, .tar, 'default' or 'default-static'")
+    p.add_argument("texts", nargs="+", help="texts to embed")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: physical cores)")
+    p.set_defaults(func=cmd_encode)
+
+    p = sub.add_parser("pack", help="pack a bundle folder into one .tar (optionally with model.ort for mobile)")
+    p.add_argument("bundle", help="bundle folder, 'default' or 'default-static'")
+    p.add_argument("-o", "--out", required=True, help="archive to write (FILE.tar, uncompressed)")
+    p.add_argument("--ort", action="store_true",
+                   help="add model.ort (onnxruntime mobile format) and required_operators.config for a reduced "
+                        "build; bundles with a model.onnx only; needs the export extra")
+    p.add_argument("--ort-only", action="store_true",
+                   help="like --ort, but leave model.onnx out: the smallest archive, run from model.ort alone")
+    p.add_argument("--fp16-storage", action="store_true",
+                   help="store the graph's float32 weights as float16 (computed in float32) when parity holds; "
+                        "needs the export extra")
+    p.add_argument("--force", action="store_true", help="replace an existing archive")
+    p.set_defaults(func=cmd_pack)
+
+    p = sub.add_parser("unpack", help="verify and extract a bundle archive (.tar) into a folder")
+    p.add_argument("archive", help="archive made by `edgeemb pack`")
+    p.add_argument("-o", "--out", required=True, help="bundle folder to create")
+    p.add_argument("--force", action="store_true", help="replace a non-empty folder")
+    p.set_defaults(func=cmd_unpack)
+
+
+def cmd_info(args) -> int:
+    from ..bundle import open_bundle
+
+    folder, manifest = open_bundle(args.bundle, verify=True)
+    m = manifest.to_dict()
+    size = sum(f["size"] for f in m["files"].values())
+    print(f"bundle   {folder}")
+    for key in ("name", "kind", "dim", "max_length", "pooling", "normalize", "quantization"):
+        print(f"{key:<12} {m[key]}")
+    print(f"{'files':<12} " + ", ".join(f"{n} ({f['size'] / 1e6:.1f} MB)" for n, f in m["files"].items())
+          + f"; {size / 1e6:.1f} MB in all, checksums ok")
+    if m.get("parity"):
+        print(f"{'parity':<12} " + json.dumps(m["parity"], ensure_ascii=False))
+    print(f"{'created_with':<12} " + json.dumps(m["created_with"]))
+    return 0
+
+
+def cmd_encode(args) -> int:
+    from ..encode.encoder import load
+
+    enc = load(args.bundle, threads=args.threads)
+    vecs = enc.encode(args.texts)
+    json.dump({"bundle": enc.name, "dim": enc.dim, "vectors": [[round(float(x), 6) for x in v] for v in vecs]},
+              sys.stdout)
+    print()
+    return 0
+
+
+def cmd_pack(args) -> int:
+    from ..bundle import resolve_bundle
+    from ..bundle.archive import pack
+    from ..errors import BundleError
+
+    folder, out = resolve_bundle(args.bundle), Path(args.out)
+    if out.exists() and not args.force:
+        raise BundleError(f"{out} exists; pass --force to replace it")
+    if not (args.ort or args.ort_only or args.fp16_storage):
+        pack(folder, out, force=args.force, show_progress=True)
+        return _done(out)
+    prepare = _mobile_preparer()
+    if prepare is None:
+        print("edgeemb pack: --ort, --ort-only and --fp16-storage need the export extra: "
+              "pip install torch==2.13.0 && pip install 'edgeemb[export]'", file=sys.stderr)
+        return 2
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
+        report = prepare(folder, Path(tmp) / "bundle", ort=args.ort or args.ort_only,
+                         fp16_storage=args.fp16_storage, keep_onnx=not args.ort_only)
+        pack(Path(tmp) / "bundle", out, force=args.force, show_progress=True)
+    for line in report.lines():
+        print(line)
+    return _done(out)
+
+
+def cmd_unpack(args) -> int:
+    from ..bundle.archive import unpack
+
+    out = unpack(args.archive, args.out, force=args.force, show_progress=True)
+    print(f"unpacked {args.archive} into {out} (every checksum verified)")
+    return 0
+
+
+def _mobile_preparer():
+    """The installed toolchain's mobile preparation (entry point), or None without the export extra."""
+    for ep in entry_points(group=MOBILE_GROUP, name="prepare"):
+        try:
+            return ep.load()
+        except ImportError:
+            return None
+    return None
+
+
+def _done(out: Path) -> int:
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0

@@ -1,0 +1,1 @@
+"""Encoding: backends (the onnxruntime session), batching, pooling and the Encoder that ties them together."""
