@@ -1,6 +1,7 @@
 """The CLI end to end on the default bundle: info, encode, index build, search, demo, and clear errors."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,12 +60,25 @@ def test_missing_bundle_and_index_errors(tmp_path, capsys):
     assert "no index at" in capsys.readouterr().err
 
 
+DEMO_TOPICS = ["cooking", "travel", "technology", "sports", "finance", "health", "cooking", "travel"]
+
+
+def demo_top_topics(stdout: str) -> list[str]:
+    """The topic of each demo query's first hit, in query order (hit lines: score, id, text)."""
+    lines = stdout.splitlines()
+    return [lines[i + 1].split()[1].split("-")[1] for i, line in enumerate(lines) if line.startswith("query: ")]
+
+
 def test_demo_prints_hits_latency_and_rss(default_bundle):
     out = run("demo")
     assert out.returncode == 0, out.stderr
     assert "indexed 240 sample documents" in out.stdout
-    assert "en-cooking-" in out.stdout  # the pasta query finds a cooking document
-    assert "per-query latency" in out.stdout and "peak RSS" in out.stdout
+    topics = demo_top_topics(out.stdout)
+    assert len(topics) == len(DEMO_TOPICS)
+    # every English query's top hit is in its topic (MiniLM is English-only: the Chinese ones are not checked)
+    assert topics[:5] == DEMO_TOPICS[:5], topics
+    rss = re.search(r"median ([\d.]+) ms, max ([\d.]+) ms; peak RSS (\d+) MB", out.stdout)
+    assert rss and 0 < float(rss[1]) <= float(rss[2]) and 50 < int(rss[3]) < 2000, out.stdout
 
 
 def test_console_script_is_installed():

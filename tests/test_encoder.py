@@ -103,3 +103,27 @@ def test_token_embeddings_and_similarity(encoder):
 
 def test_default_names_resolve_to_the_same_bundle(default_bundle):
     assert edgeemb.load(threads=1).path == edgeemb.load("default", threads=1).path == default_bundle
+
+
+class RecordingBackend:
+    """Passes batches to the real backend and records each batch's (rows, padded width)."""
+
+    def __init__(self, inner):
+        self.inner, self.normalized, self.shapes = inner, inner.normalized, []
+
+    def run(self, output_names, feeds):
+        self.shapes.append(feeds["input_ids"].shape)
+        return self.inner.run(output_names, feeds)
+
+
+@pytest.mark.parametrize("max_tokens", [16, 64, 300])
+def test_encode_honours_max_tokens(default_bundle, max_tokens):
+    enc = edgeemb.load(default_bundle, threads=1)
+    texts = [("word " * n).strip() for n in (1, 3, 8, 20, 40, 2, 13, 5, 30, 9)]
+    want = enc.encode(texts, batch_size=64)
+    enc.backend = RecordingBackend(enc.backend)
+    got = enc.encode(texts, batch_size=64, max_tokens=max_tokens)
+    assert sum(rows for rows, _ in enc.backend.shapes) == len(texts)
+    assert all(rows == 1 or rows * width <= max_tokens for rows, width in enc.backend.shapes), enc.backend.shapes
+    assert len(enc.backend.shapes) > 1 if max_tokens < 300 else len(enc.backend.shapes) >= 1
+    assert ((got * want).sum(1) > 0.97).all()  # only the batch composition differs (dynamic int8 scales move)

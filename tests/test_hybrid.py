@@ -135,6 +135,12 @@ def test_upsert_delete_and_filter(tmp_path):
 def test_coarse_dim_keeps_a_prefix_of_the_coarse_vectors():
     h, docs = build(n=100, coarse_dim=8)
     assert h.index.dim == 8 and h.coarse_dim == 8
+    labels, stored = h.index.vectors()
+    full = COARSE.encode_documents([h.index.documents([lab])[lab].text for lab in labels.tolist()])
+    want = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)
+    np.testing.assert_allclose(stored, want, atol=1e-6)  # the first 8 dims, renormalised
+    q = COARSE.encode_queries([docs[20]])[:, :8]
+    assert h.index.candidates(q[0] / np.linalg.norm(q), 1)[0][0] == labels[20]
     assert h.search(docs[20], k=1, candidates=30)[0].id == "d20"
     h.close()
     with pytest.raises(InputError, match="coarse_dim"):
