@@ -19,7 +19,7 @@ from edgeemb.eval.metrics import (
     spearman,
     v_measure,
 )
-from edgeemb.eval.tasks import analogy, wordsim
+from edgeemb.eval.tasks import run_task
 
 QRELS = {"d1": 1, "d3": 2, "d5": 3}
 RUN = ["d1", "d2", "d3", "d4"]
@@ -174,7 +174,7 @@ def _analogy_dir(tmp_path):
 
 
 def test_analogy_coverage_counts_oov(tmp_path):
-    [r] = analogy(StaticModel(), _analogy_dir(tmp_path), datasets=["google_analogy"])
+    [r] = run_task("analogy", StaticModel(), data_dir=_analogy_dir(tmp_path), datasets=["google_analogy"])
     assert r.n == 5 and r.coverage == pytest.approx(4 / 5)  # unknownword is out of vocabulary
     assert r.metrics == {"3cosadd": 100.0, "3cosmul": 100.0}
     assert r.details["sections"]["family"] == {"n": 3, "answerable": 2, "3cosadd": 100.0, "3cosmul": 100.0}
@@ -183,15 +183,15 @@ def test_analogy_coverage_counts_oov(tmp_path):
 def test_analogy_restrict_vocab(tmp_path):
     _analogy_dir(tmp_path)
     # rome and italy lie outside the first 6 words: the capital questions become unanswerable
-    [r] = analogy(StaticModel(), tmp_path, datasets=["google_analogy"], restrict_vocab=6)
+    [r] = run_task("analogy", StaticModel(), data_dir=tmp_path, datasets=["google_analogy"], restrict_vocab=6)
     assert r.coverage == pytest.approx(2 / 5)
     assert r.details["sections"]["capital"]["answerable"] == 0
     # a rare word placed exactly at king - man + woman wins unless restrict_vocab keeps it out of the candidates
     m = StaticModel()
     E = _unit(m.vectors)
     decoy = StaticModel(extra=[("queenly", E[2] - E[0] + E[1])])
-    [full] = analogy(decoy, tmp_path, datasets=["google_analogy"])
-    [restricted] = analogy(decoy, tmp_path, datasets=["google_analogy"], restrict_vocab=8)
+    [full] = run_task("analogy", decoy, data_dir=tmp_path, datasets=["google_analogy"])
+    [restricted] = run_task("analogy", decoy, data_dir=tmp_path, datasets=["google_analogy"], restrict_vocab=8)
     assert full.details["sections"]["family"]["3cosadd"] == 50.0
     assert restricted.details["sections"]["family"]["3cosadd"] == 100.0
 
@@ -200,8 +200,8 @@ def test_wordsim_coverage_and_restrict_vocab(tmp_path):
     (tmp_path / "word_similarity_en").mkdir()
     rows = "# comment\nking\tqueen\t8\nman\twoman\t7\nking\tparis\t1\nMan\trome\t0.5\nfoo\tbar\t3\n"
     (tmp_path / "word_similarity_en" / "wordsim353.tsv").write_text(rows)
-    [r] = wordsim(StaticModel(), tmp_path, datasets=["wordsim353"])
+    [r] = run_task("wordsim", StaticModel(), data_dir=tmp_path, datasets=["wordsim353"])
     assert r.n == 5 and r.coverage == pytest.approx(4 / 5) and r.details["covered"] == 4
     assert math.isfinite(r.metrics["spearman"])
-    [r] = wordsim(StaticModel(), tmp_path, datasets=["wordsim353"], restrict_vocab=4)
+    [r] = run_task("wordsim", StaticModel(), data_dir=tmp_path, datasets=["wordsim353"], restrict_vocab=4)
     assert r.coverage == pytest.approx(2 / 5)

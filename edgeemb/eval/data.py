@@ -154,28 +154,42 @@ def load_lcqmc(split: str = "test", data_dir=None) -> list[tuple[str, str, int]]
     return _parse(path, _records(path, "\t"), _label)
 
 
+def load_zh_retrieval(split: str = "test", distractors: int = 20_000, data_dir=None) -> RetrievalSet:
+    """A Chinese retrieval set built from LCQMC: each paraphrase pair's first question is a query and its second
+    the relevant document, among every second question of the split and the first `distractors` sentences of
+    zh_corpus (reviews and news). Questions that recur keep all their positives; a query whose document is
+    identical to it is dropped."""
+    pairs = load_lcqmc(split, data_dir)
+    texts: dict[str, str] = {}  # text -> doc id
+    for _, b, _ in pairs:
+        texts.setdefault(b, f"lcqmc-{len(texts)}")
+    path = _path(data_dir, "zh_corpus", "zh_sentences.tsv")
+    added = 0
+    for _, rec in _records(path, "\t", header=True):
+        if added >= distractors:
+            break
+        if len(rec) >= 2 and rec[1].strip() and rec[1] not in texts:
+            texts[rec[1]] = f"zh-{added}"
+            added += 1
+    queries: dict[str, str] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    qid_of: dict[str, str] = {}
+    for a, b, label in pairs:
+        if label != 1 or a == b:
+            continue
+        qid = qid_of.setdefault(a, f"q{len(qid_of)}")
+        queries[qid] = a
+        qrels.setdefault(qid, {})[texts[b]] = 1
+    return RetrievalSet({doc: text for text, doc in texts.items()}, queries, qrels)
+
+
 def _jsonl(path: Path, parse: Callable) -> dict[str, str]:
     return dict(_parse(path, _records(path), lambda line: parse(json.loads(line))))
 
 
 def load_scifact(split: str = "test", data_dir=None) -> RetrievalSet:
     """BEIR SciFact: corpus (title + " " + text), the queries that have qrels in the split, and the qrels."""
-    corpus = _jsonl(
-        _path(data_dir, "beir_scifact", "corpus.jsonl"),
-        lambda d: (str(d["_id"]), _text(f"{d.get('title') or ''} {d['text']}")),
-    )
-    queries = _jsonl(
-        _path(data_dir, "beir_scifact", "queries.jsonl"), lambda d: (str(d["_id"]), _text(d["text"]))
-    )
-    qrels_path = _path(data_dir, "beir_scifact", "qrels", f"{split}.tsv")
-    qrels: dict[str, dict[str, int]] = {}
-    rows = _parse(
-        qrels_path, _records(qrels_path, "\t", header=True), lambda f: (*_fields(f, 3)[:2], int(f[2]))
-    )
-    for q, d, rel in rows:
-        qrels.setdefault(q, {})[d] = int(rel)
-    qrels = {q: rels for q, rels in qrels.items() if q in queries}
-    return RetrievalSet(corpus, {q: queries[q] for q in qrels}, qrels)
+    return load_beir(_path(data_dir, "beir_scifact"), split)
 
 
 def _analogy_file(path: Path, prefix: str = "") -> list[tuple[str, str, str, str, str]]:
@@ -233,3 +247,93 @@ def load_cluster_set(max_per_label: int = 500, seed: int = 0, data_dir=None) -> 
         texts += [by_label[label][i] for i in pick]
         labels += [label] * n
     return texts, labels
+
+
+# -- which datasets each task runs --------------------------------------------------------------------------
+# task -> dataset name -> loader(data_dir). `edgeemb eval` runs the ones present and notes the absent ones.
+BUILTIN: dict[str, dict[str, Callable]] = {
+    "sts": {"stsb_en": lambda d: load_sts("en", data_dir=d), "stsb_zh_cnsd": lambda d: load_sts("zh", data_dir=d)},
+    "pair": {"lcqmc": lambda d: load_lcqmc(data_dir=d)},
+    "retrieval": {"beir_scifact": lambda d: load_scifact(data_dir=d),
+                  "lcqmc_retrieval": lambda d: load_zh_retrieval(data_dir=d)},
+    "cluster": {"en_corpus": None},  # sampled by the task (load_cluster_set)
+    "analogy": {name: (lambda d, n=name: load_analogy(n, data_dir=d)) for name in ANALOGY_SETS},
+    "wordsim": {name: (lambda d, n=name: load_wordsim(n, data_dir=d)) for name in WORDSIM_SETS},
+}
+
+# The generic formats a user's own dataset can take (`edgeemb eval BUNDLE --task T --data FILE_OR_DIR`).
+FORMATS = {
+    "sts": "CSV or TSV: sentence1, sentence2, score (any scale; a header row is optional)",
+    "pair": "CSV or TSV: sentence1, sentence2, label (0/1; a header row is optional)",
+    "retrieval": "a BEIR folder: corpus.jsonl (_id, title, text), queries.jsonl (_id, text), qrels/test.tsv",
+    "cluster": "CSV or TSV: text, label (a header row is optional)",
+    "analogy": "word2vec questions (': section' lines, then 'a b c d') or CSV/TSV a, b, c, d",
+    "wordsim": "CSV, TSV or space-separated: word1, word2, score (lines starting with # are skipped)",
+}
+
+
+def user_dataset(task: str, path: str | os.PathLike):
+    """(name, data) of a user's own dataset for a task, read in the task's generic format (FORMATS)."""
+    path = Path(path)
+    if not path.exists():
+        raise DataNotFound(f"dataset not found: {path}")
+    name = path.stem if path.is_file() else path.name
+    if task == "retrieval":
+        if not path.is_dir():
+            raise ValueError(f"{path}: a retrieval dataset is a BEIR folder ({FORMATS['retrieval']})")
+        return name, load_beir(path)
+    if path.is_dir():
+        raise ValueError(f"{path}: a {task} dataset is one file ({FORMATS[task]})")
+    if task in ("sts", "pair", "cluster", "wordsim"):
+        rows = _table(path, 2 if task == "cluster" else 3, space=task == "wordsim")
+        if task == "cluster":
+            return name, ([_text(r[0]) for r in rows], [_text(r[1]) for r in rows])
+        parse = _label if task == "pair" else _pair
+        return name, [parse(r) for r in rows]
+    if task == "analogy":
+        text = _read_text(path)
+        if any(line.startswith(":") for line in text.splitlines()):
+            return name, _analogy_file(path)
+        return name, [("all", *_fields(r, 4)) for r in _table(path, 4)]
+    raise ValueError(f"unknown task {task!r}")
+
+
+def load_beir(folder: Path, split: str = "test") -> RetrievalSet:
+    """A BEIR-layout folder: corpus (title + " " + text), the split's queries with qrels, and the qrels."""
+    corpus = _jsonl(_path(folder, "", "corpus.jsonl"),
+                    lambda d: (str(d["_id"]), _text(f"{d.get('title') or ''} {d['text']}")))
+    queries = _jsonl(_path(folder, "", "queries.jsonl"), lambda d: (str(d["_id"]), _text(d["text"])))
+    qrels_path = _path(folder, "qrels", f"{split}.tsv")
+    qrels: dict[str, dict[str, int]] = {}
+    rows = _parse(qrels_path, _records(qrels_path, "\t", header=True),
+                  lambda f: (*_fields(f, 3)[:2], int(f[2])))
+    for q, d, rel in rows:
+        qrels.setdefault(q, {})[d] = int(rel)
+    qrels = {q: rels for q, rels in qrels.items() if q in queries}
+    return RetrievalSet(corpus, {q: queries[q] for q in qrels}, qrels)
+
+
+def _table(path: Path, n: int, space: bool = False) -> list[list[str]]:
+    """Rows of n columns from a CSV (by extension) or TSV file, or, with space, any whitespace-separated file;
+    comment lines (#) are skipped, and so is a first row that names the columns or has no number where a score is.
+    """
+    sep = "," if path.suffix.lower() == ".csv" else "\t"
+    recs = list(_records(path, sep))
+    if space and recs and len(recs[0][1]) < n:  # not tab-separated: split on any whitespace
+        recs = [(i, str(line).split()) for i, line in _records(path)]
+    recs = [(i, r) for i, r in recs if not r[0].lstrip().startswith("#")]
+    if recs and _is_header(recs[0][1], n):
+        recs = recs[1:]
+    return _parse(path, iter(recs), lambda f: _fields([x.strip() for x in f], n))
+
+
+def _is_header(row: list[str], n: int) -> bool:
+    names = {"sentence1", "sentence2", "score", "label", "text", "word1", "word2", "a", "b", "c", "d", "s1", "s2"}
+    if any(x.strip().lower() in names for x in row):
+        return True
+    if n == 3:
+        try:
+            float(row[-1])
+        except (ValueError, IndexError):
+            return True
+    return False

@@ -31,7 +31,8 @@ def to_json(results: list[TaskResult]) -> dict:
 def _rows(results: list[TaskResult]) -> dict[tuple[str, str, str], float | None]:
     rows = {}
     for r in results:
-        rows.update({(r.task, r.dataset, k): v for k, v in r.metrics.items()})
+        flag = " (= majority class)" if r.details.get("degenerate") else ""
+        rows.update({(r.task, r.dataset, k + (flag if k == "accuracy" else "")): v for k, v in r.metrics.items()})
         if r.coverage is not None:
             rows[(r.task, r.dataset, "coverage %")] = 100.0 * r.coverage
     return rows

@@ -1,9 +1,15 @@
-"""Evaluation tasks over a duck-typed model (`encode`, and `words` + `vectors` for word tasks)."""
+"""Evaluation tasks over a duck-typed model: `encode` (and `encode_queries`/`encode_documents` where the model has
+prompts), and `wv` (index_to_key + vectors) for word tasks. Each task runs over built-in datasets (those present
+are run, the absent ones skipped with a DatasetSkipped warning) or over one dataset of the user's (data.FORMATS).
+
+Prompts: queries and symmetric tasks (STS, pairs, clustering) use the query side, retrieval documents the
+document side, as E5 and BGE are evaluated (MTEB); models without prompts encode both sides the same way."""
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -43,10 +49,15 @@ class TaskResult:
     details: dict = field(default_factory=dict)
 
 
-def _embed(model, texts: Sequence[str], batch_size: int, show_progress: bool) -> np.ndarray:
-    """Unit-normalised embeddings of texts, encoding each distinct text once."""
+class DatasetSkipped(UserWarning):
+    """A built-in dataset of a task is not on this machine; the task ran the others."""
+
+
+def _embed(model, texts: Sequence[str], batch_size: int, show_progress: bool, side: str = "query") -> np.ndarray:
+    """Unit-normalised embeddings of texts (query or document side), encoding each distinct text once."""
     uniq = list(dict.fromkeys(texts))
-    E = np.asarray(model.encode(uniq, batch_size=batch_size, show_progress=show_progress), dtype=np.float32)
+    encode = getattr(model, "encode_documents" if side == "document" else "encode_queries", model.encode)
+    E = np.asarray(encode(uniq, batch_size=batch_size, show_progress=show_progress), dtype=np.float32)
     if E.ndim != 2 or len(E) != len(uniq):
         raise ValueError(f"model.encode returned shape {E.shape} for {len(uniq)} texts")
     pos = {t: i for i, t in enumerate(uniq)}
@@ -62,51 +73,40 @@ def _pct(x: float) -> float:
     return 100.0 * float(x)
 
 
-def sts(
-    model,
-    data_dir=None,
-    langs: Sequence[str] = data.STS_LANGS,
-    limit: int | None = None,
-    batch_size: int = 64,
-    show_progress: bool = False,
-) -> list[TaskResult]:
-    """STS-B test: Spearman (and Pearson) x100 of cosine similarity vs gold score, per language."""
+def sts(model, sets: list[tuple[str, list]], limit: int | None = None, batch_size: int = 64,
+        show_progress: bool = False) -> list[TaskResult]:
+    """STS: Spearman (and Pearson) x100 of cosine similarity vs gold score, per dataset of (s1, s2, score)."""
     results = []
-    for lang in langs:
+    for name, pairs in sets:
         t0 = time.perf_counter()
-        pairs = data.load_sts(lang, data_dir=data_dir)[:limit]
+        pairs = pairs[:limit]
         a, b, gold = zip(*pairs)
         cos = _pair_cosines(model, list(a), list(b), batch_size, show_progress)
         metrics = {"spearman": _pct(spearman(cos, gold)), "pearson": _pct(pearson(cos, gold))}
-        name = "stsb_en" if lang == "en" else "stsb_zh_cnsd"
         results.append(TaskResult("sts", name, metrics, len(pairs), seconds=time.perf_counter() - t0))
     return results
 
 
-def pair(
-    model, data_dir=None, limit: int | None = None, batch_size: int = 64, show_progress: bool = False
-) -> list[TaskResult]:
-    """LCQMC test: Spearman x100 of cosine vs label (C-MTEB), best-threshold accuracy and AP x100."""
-    t0 = time.perf_counter()
-    pairs = data.load_lcqmc(data_dir=data_dir)[:limit]
-    a, b, labels = zip(*pairs)
-    cos = _pair_cosines(model, list(a), list(b), batch_size, show_progress)
-    accuracy, threshold = best_threshold_accuracy(cos, labels)
-    metrics = {
-        "spearman": _pct(spearman(cos, labels)),
-        "accuracy": _pct(accuracy),
-        "ap": _pct(average_precision(cos, labels)),
-    }
-    return [
-        TaskResult(
-            "pair",
-            "lcqmc",
-            metrics,
-            len(pairs),
-            seconds=time.perf_counter() - t0,
-            details={"threshold": threshold},
-        )
-    ]
+def pair(model, sets: list[tuple[str, list]], limit: int | None = None, batch_size: int = 64,
+         show_progress: bool = False) -> list[TaskResult]:
+    """Pair classification (s1, s2, 0/1): Spearman x100 of cosine vs label (C-MTEB), best-threshold accuracy and
+    AP x100. An accuracy no better than always answering the majority class is flagged `degenerate`."""
+    results = []
+    for name, pairs in sets:
+        t0 = time.perf_counter()
+        pairs = pairs[:limit]
+        a, b, labels = zip(*pairs)
+        cos = _pair_cosines(model, list(a), list(b), batch_size, show_progress)
+        accuracy, threshold = best_threshold_accuracy(cos, labels)
+        majority = max(np.mean(labels), 1 - np.mean(labels))
+        metrics = {"spearman": _pct(spearman(cos, labels)), "accuracy": _pct(accuracy),
+                   "ap": _pct(average_precision(cos, labels))}
+        details = {"threshold": threshold, "majority_rate": _pct(majority)}
+        if accuracy <= majority + 1e-9:
+            details["degenerate"] = "best-threshold accuracy equals the majority-class rate"
+        results.append(TaskResult("pair", name, metrics, len(pairs), seconds=time.perf_counter() - t0,
+                                  details=details))
+    return results
 
 
 def _exact_topk(Q: np.ndarray, D: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
@@ -131,23 +131,22 @@ def _ir_metrics(runs: list[list[str]], qrels: list[dict[str, int]], prefix: str 
     }
 
 
-def retrieval(
-    model,
-    data_dir=None,
-    limit: int | None = None,
-    batch_size: int = 32,
-    show_progress: bool = False,
-    index_factory: Callable | None = None,
-) -> list[TaskResult]:
-    """SciFact test: nDCG@10, Recall@100, MRR@10 x100 by exact cosine search, and by index_factory (ann_*)."""
+def retrieval(model, sets: list[tuple[str, data.RetrievalSet]], limit: int | None = None, batch_size: int = 32,
+              show_progress: bool = False, index_factory: Callable | None = None) -> list[TaskResult]:
+    """Retrieval (BEIR sets): nDCG@10, Recall@100, MRR@10 x100 by exact cosine search, and by index_factory
+    (ann_*)."""
+    return [_retrieval_one(model, name, ds, limit, batch_size, show_progress, index_factory) for name, ds in sets]
+
+
+def _retrieval_one(model, name: str, ds: data.RetrievalSet, limit: int | None, batch_size: int,
+                   show_progress: bool, index_factory: Callable | None) -> TaskResult:
     t0 = time.perf_counter()
-    ds = data.load_scifact(data_dir=data_dir)
     qids = list(ds.queries)[:limit]
     doc_ids = list(ds.corpus)
     if limit:  # the queries' relevant documents plus the first `limit` others
         keep = {d for q in qids for d in ds.qrels[q]} | set(doc_ids[:limit])
         doc_ids = [d for d in doc_ids if d in keep]
-    D = _embed(model, [ds.corpus[d] for d in doc_ids], batch_size, show_progress)
+    D = _embed(model, [ds.corpus[d] for d in doc_ids], batch_size, show_progress, side="document")
     Q = _embed(model, [ds.queries[q] for q in qids], batch_size, show_progress)
     k = min(100, len(doc_ids))
     qrels = [ds.qrels[q] for q in qids]
@@ -162,11 +161,7 @@ def retrieval(
         details.update(ann_build_seconds=t2 - t1, ann_search_seconds=time.perf_counter() - t2)
         ann_runs = [[doc_ids[int(i)] for i in row if int(i) >= 0] for row in np.asarray(ids)]
         metrics.update(_ir_metrics(ann_runs, qrels, "ann_"))
-    return [
-        TaskResult(
-            "retrieval", "beir_scifact", metrics, len(qids), seconds=time.perf_counter() - t0, details=details
-        )
-    ]
+    return TaskResult("retrieval", name, metrics, len(qids), seconds=time.perf_counter() - t0, details=details)
 
 
 def word_vectors(model):
@@ -191,19 +186,14 @@ def _vocab(model, task: str, restrict_vocab: int) -> tuple[np.ndarray, dict[str,
     return normalize(np.asarray(vectors)[rows]), lookup
 
 
-def analogy(
-    model,
-    data_dir=None,
-    datasets: Sequence[str] = data.ANALOGY_SETS,
-    limit: int | None = None,
-    restrict_vocab: int = 300_000,
-) -> list[TaskResult]:
+def analogy(model, sets: list[tuple[str, list]], limit: int | None = None,
+            restrict_vocab: int = 300_000) -> list[TaskResult]:
     """Analogy accuracy x100 (3CosAdd, 3CosMul) over answerable questions among the first restrict_vocab words."""
     E, lookup = _vocab(model, "analogy", restrict_vocab)
     results = []
-    for name in datasets:
+    for name, questions in sets:
         t0 = time.perf_counter()
-        questions = data.load_analogy(name, data_dir=data_dir)[:limit]
+        questions = questions[:limit]
         ok = [q for q in questions if all(w.lower() in lookup for w in q[1:])]
         a, b, c, d = (np.array([lookup[q[j].lower()] for q in ok], dtype=np.int64) for j in range(1, 5))
         hits = {"3cosadd": analogy_3cosadd(E, a, b, c) == d, "3cosmul": analogy_3cosmul(E, a, b, c) == d}
@@ -230,19 +220,14 @@ def analogy(
     return results
 
 
-def wordsim(
-    model,
-    data_dir=None,
-    datasets: Sequence[str] = data.WORDSIM_SETS,
-    limit: int | None = None,
-    restrict_vocab: int = 300_000,
-) -> list[TaskResult]:
+def wordsim(model, sets: list[tuple[str, list]], limit: int | None = None,
+            restrict_vocab: int = 300_000) -> list[TaskResult]:
     """Word similarity: Spearman (and Pearson) x100 of cosine vs human score over the covered pairs."""
     E, lookup = _vocab(model, "wordsim", restrict_vocab)
     results = []
-    for name in datasets:
+    for name, pairs in sets:
         t0 = time.perf_counter()
-        pairs = data.load_wordsim(name, data_dir=data_dir)[:limit]
+        pairs = pairs[:limit]
         ok = [
             (lookup[a.lower()], lookup[b.lower()], s)
             for a, b, s in pairs
@@ -265,31 +250,20 @@ def wordsim(
     return results
 
 
-def cluster(
-    model,
-    data_dir=None,
-    limit: int | None = None,
-    max_per_label: int = 500,
-    seeds: Sequence[int] = (0, 1, 2),
-    batch_size: int = 64,
-    show_progress: bool = False,
-) -> list[TaskResult]:
-    """en_corpus source clustering: V-measure x100 of k-means (k = number of sources), averaged over seeds."""
-    t0 = time.perf_counter()
-    texts, labels = data.load_cluster_set(limit or max_per_label, seed=0, data_dir=data_dir)
-    E = _embed(model, texts, batch_size, show_progress)
-    k = len(set(labels))
-    per_seed = [_pct(v_measure(labels, kmeans(E, k, seed=s))) for s in seeds]
-    return [
-        TaskResult(
-            "cluster",
-            "en_corpus",
-            {"v_measure": float(np.mean(per_seed))},
-            len(texts),
-            seconds=time.perf_counter() - t0,
-            details={"k": k, "per_seed": per_seed},
-        )
-    ]
+def cluster(model, sets: list[tuple[str, tuple[list[str], list[str]]]], seeds: Sequence[int] = (0, 1, 2),
+            batch_size: int = 64, show_progress: bool = False) -> list[TaskResult]:
+    """Clustering (texts, labels): V-measure x100 of k-means (k = number of labels), averaged over seeds.
+
+    (`limit` is applied when the datasets are selected: sources sampled `limit` each, or a user's first rows.)"""
+    results = []
+    for name, (texts, labels) in sets:
+        t0 = time.perf_counter()
+        E = _embed(model, texts, batch_size, show_progress)
+        k = len(set(labels))
+        per_seed = [_pct(v_measure(labels, kmeans(E, k, seed=s))) for s in seeds]
+        results.append(TaskResult("cluster", name, {"v_measure": float(np.mean(per_seed))}, len(texts),
+                                  seconds=time.perf_counter() - t0, details={"k": k, "per_seed": per_seed}))
+    return results
 
 
 _FUNCS: dict[str, Callable[..., list[TaskResult]]] = {
@@ -300,10 +274,44 @@ _FUNCS: dict[str, Callable[..., list[TaskResult]]] = {
     "analogy": analogy,
     "wordsim": wordsim,
 }
+_LANG_SETS = {"en": "stsb_en", "zh": "stsb_zh_cnsd"}
 
 
-def run_task(name: str, model, data_dir=None, **kw) -> list[TaskResult]:
-    """Run one task by name (see TASKS); keyword arguments go to the task function."""
+def select(task: str, data_dir=None, names: Sequence[str] | None = None, user=None,
+           limit: int | None = None) -> list[tuple[str, object]]:
+    """The datasets a task runs: the user's one (`user`: a file or BEIR folder), else the built-in ones present
+    (absent ones are skipped with a DatasetSkipped warning; DataNotFound when none is present)."""
+    if user is not None:
+        name, ds = data.user_dataset(task, user)
+        if task == "cluster" and limit:
+            ds = (ds[0][:limit], ds[1][:limit])
+        return [(name, ds)]
+    chosen, missing = [], []
+    for name, loader in data.BUILTIN[task].items():
+        if names is not None and name not in names:
+            continue
+        try:
+            if task == "cluster":  # a balanced sample of the sources, `limit` (default 500) each
+                chosen.append((name, data.load_cluster_set(limit or 500, seed=0, data_dir=data_dir)))
+            else:
+                chosen.append((name, loader(data_dir)))
+        except data.DataNotFound as exc:
+            missing.append(str(exc))
+    if not chosen:
+        raise data.DataNotFound(missing[0] if missing else f"no {task} dataset selected")
+    for note in missing:
+        warnings.warn(f"{task}: skipped, {note}", DatasetSkipped, stacklevel=2)
+    return chosen
+
+
+def run_task(name: str, model, data_dir=None, data_path=None, langs: Sequence[str] | None = None,
+             datasets: Sequence[str] | None = None, **kw) -> list[TaskResult]:
+    """Run one task by name (see TASKS) on its built-in datasets (`datasets` picks some; `langs` for sts) or on
+    the user's dataset at data_path; keyword arguments go to the task function."""
     if name not in _FUNCS:
         raise ValueError(f"unknown task {name!r}; expected one of {TASKS}")
-    return _FUNCS[name](model, data_dir=data_dir, **kw)
+    names = [_LANG_SETS.get(lang, lang) for lang in langs] if langs is not None else datasets
+    if name in WORD_TASKS:
+        word_vectors(model) or _vocab(model, name, 1)  # the model check comes before reading any data
+    limit = kw.pop("limit", None) if name == "cluster" else None
+    return _FUNCS[name](model, select(name, data_dir, names, data_path, limit), **kw)
