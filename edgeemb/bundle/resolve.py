@@ -1,25 +1,42 @@
 """Finding a bundle: an embedded default's name, a folder, or a packed .tar (verified and unpacked once)."""
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
 from ..errors import BundleError
-from ..paths import DEFAULT_BUNDLES, default_bundle_path
+from ..paths import DEFAULT_BUNDLES, bundles_dir, default_bundle_path
+from .installed import available_bundles, installed_bundle
 from .manifest import Manifest, read_manifest
 from .verify import verify_files
 
 
 def resolve_bundle(ref: str | os.PathLike | None) -> Path:
-    """A bundle path (folder or .tar), or the folder of an embedded default ("default", "default-static", None)."""
-    if ref is None or str(ref) in DEFAULT_BUNDLES:
-        name = "default" if ref is None else str(ref)
+    """A bundle's folder (or .tar): a path, an embedded default's name ("default", "default-static", None), or
+    the name of a bundle built in the cache or installed as a wheel (`edgeemb pack --wheel`)."""
+    name = "default" if ref is None else str(ref)
+    if name in DEFAULT_BUNDLES:
         folder = default_bundle_path(name)
-        if not folder.is_dir():
-            raise BundleError(f"the {name} bundle is not built yet ({folder}); run `edgeemb setup` "
-                              f"(needs the export extra) or pass a bundle path")
-        return folder
-    return Path(ref)
+        if folder.is_dir():
+            return folder
+        installed = installed_bundle(name)
+        if installed is not None:
+            return installed
+        raise BundleError(f"the {name} bundle is not built yet ({folder}); run `edgeemb setup` (needs the export "
+                          f"extra), install a model wheel (`edgeemb pack BUNDLE --wheel`), or pass a bundle path")
+    path = Path(name)
+    if path.exists() or os.sep in name or "/" in name or path.suffix:
+        return path
+    installed = installed_bundle(name)
+    if installed is not None:
+        return installed
+    if (bundles_dir() / name).is_dir():
+        return bundles_dir() / name
+    known = sorted({*DEFAULT_BUNDLES, *(b.name for b in available_bundles())})
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else f" (known names: {', '.join(known)})" if known else ""
+    raise BundleError(f"bundle not found: {name}{hint}")
 
 
 def open_bundle(ref: str | os.PathLike | None, verify: bool = True) -> tuple[Path, Manifest]:
