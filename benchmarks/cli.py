@@ -58,7 +58,7 @@ def needs_bench_extra(exc: ImportError) -> int:
 
 def quality_files(extra: list[str]) -> list[Path]:
     """Eval JSON files: those given, plus docs/results/**/*.json in a checkout and the bench cache's eval/."""
-    from .peers import CHECKOUT, cache_dir
+    from .cache import CHECKOUT, cache_dir
 
     found = [Path(p) for p in extra]
     for folder in (CHECKOUT / "docs" / "results", cache_dir() / "eval"):
@@ -68,33 +68,43 @@ def quality_files(extra: list[str]) -> list[Path]:
 
 
 def latest_results() -> Path:
-    from .peers import cache_dir
+    from .cache import cache_dir
 
     return cache_dir() / "latest.json"
 
 
 def run_and_report(bundles: list[str], quick: bool, opts, out: Path, eval_json: list[str], command: str,
                    sentences: int | None = None) -> dict:
-    """Run the bench, write bench.json/bench.md (and plots when matplotlib is there), remember it as latest."""
-    from . import report, suite
+    """Run the bench, then write bench.json/bench.md (and plots when matplotlib is there) and remember it as
+    latest; a run that refuses (suite.NothingToMeasure, data.DataMissing) raises before anything is written."""
+    from . import plots, report, suite
 
     doc = suite.run_bench(bundles, quick, opts, command, sentences)
     report.write_json(doc, out / "bench.json", scrub=True)
     report.write_json(doc, latest_results())  # `recommend` reads this one: real paths
     (out / "bench.md").write_text(report.scrub_paths(report.to_markdown(doc)), encoding="utf-8")
     try:
-        written = report.plots(doc, out, report.load_quality(quality_files(eval_json)))
+        written = plots.plots(doc, out, report.load_quality(quality_files(eval_json)))
         print(f"plots: {', '.join(str(p) for p in written) or 'none (nothing to plot)'}", file=sys.stderr)
     except ImportError as exc:
         print(f"edgeemb bench: plots skipped ({exc.name} is not installed): {BENCH_EXTRA}", file=sys.stderr)
     return doc
 
 
+def refusals() -> tuple[type[Exception], ...]:
+    """The exceptions with which a bench run refuses to start or to report (its message is the whole story)."""
+    from .data import DataMissing
+    from .suite import NothingToMeasure
+
+    return DataMissing, NothingToMeasure
+
+
 def cmd_bench(args) -> int:
     try:
         from . import report
         from .runner import Options
-        from .workloads import DataMissing
+
+        refused = refusals()
     except ImportError as exc:
         return needs_bench_extra(exc)
     opts = Options(threads=args.threads, cores=args.cores, memory_limit_mb=args.memory_limit)
@@ -102,12 +112,8 @@ def cmd_bench(args) -> int:
     try:
         doc = run_and_report(args.bundles, args.quick, opts, Path(args.out), args.eval_json, command,
                              args.sentences)
-    except DataMissing as exc:
-        print(f"edgeemb bench: {exc}", file=sys.stderr)
-        return 2
-    if not doc["bundles"]:
-        print("edgeemb bench: no bundle to measure (build the defaults with `edgeemb setup` or pass a path)",
-              file=sys.stderr)
+    except refused as exc:
+        print(f"edgeemb bench: {exc}; nothing written", file=sys.stderr)
         return 2
     print(report.to_markdown(doc), end="")
     print(f"\nwrote {Path(args.out) / 'bench.json'} and {Path(args.out) / 'bench.md'}", file=sys.stderr)
@@ -120,6 +126,8 @@ def cmd_recommend(args) -> int:
     try:
         from . import recommend, report
         from .runner import Options
+
+        refused = refusals()
     except ImportError as exc:
         return needs_bench_extra(exc)
     path = Path(args.results) if args.results else latest_results()
@@ -130,8 +138,12 @@ def cmd_recommend(args) -> int:
         return 2
     else:
         print("edgeemb recommend: no measured results yet; running `edgeemb bench --quick` first", file=sys.stderr)
-        doc = run_and_report([], True, Options(), Path("bench-results"), args.eval_json,
-                             "edgeemb bench --quick (from recommend)")
+        try:
+            doc = run_and_report([], True, Options(), Path("bench-results"), args.eval_json,
+                                 "edgeemb bench --quick (from recommend)")
+        except refused as exc:
+            print(f"edgeemb recommend: the quick bench refused: {exc}", file=sys.stderr)
+            return 2
     quality = report.load_quality(quality_files(args.eval_json))
     gpu = args.gpu == "yes"
     cands = recommend.candidates(doc, quality, args.task, args.latency_ms, args.memory_mb)

@@ -42,6 +42,10 @@ class EdgeembEngine(Engine):
     def encode(self, texts, batch_size):
         return self.enc.encode(texts, batch_size=batch_size)
 
+    def encode_documents(self, texts: list[str], batch_size: int) -> np.ndarray:
+        """encode() with the bundle's document prompt (what an index stores)."""
+        return self.enc.encode_documents(texts, batch_size=batch_size)
+
     def encode_chunked(self, texts: list[str], batch_size: int) -> np.ndarray:
         """Batches in input order, no length sorting across them (what a naive caller gets)."""
         return np.concatenate([self.enc.encode(texts[s:s + batch_size], batch_size=batch_size)

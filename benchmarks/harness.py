@@ -1,20 +1,36 @@
-"""Timing arithmetic and worker processes: percentiles, ratios, interleaved rounds, peak RSS from outside."""
+"""Timing arithmetic and worker processes: percentiles, spread over rounds, ratios, interleaved rounds, Workers.
+
+Every benchmark here (the `edgeemb bench` suite and the studies) times through these pieces: a Worker is a
+subprocess speaking JSON lines whose peak RSS is read from outside (probes.peak_rss_mb); engines compared with
+each other run in rotating rounds (rotations/interleave) so machine drift hits all of them alike; a ratio is
+reported with its spread over rounds (spread), never as a bare pass/fail.
+"""
 from __future__ import annotations
 
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .probes import peak_rss_mb
+
 WORKER = Path(__file__).with_name("worker.py")
 
 
+def log(msg: str) -> None:
+    """One progress line on stderr."""
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# -- arithmetic ---------------------------------------------------------------------------------------------
 def percentile(samples: Sequence[float], p: float) -> float:
     """The p-th percentile (0-100) with linear interpolation between order statistics (numpy's default)."""
     if not samples:
@@ -29,7 +45,7 @@ def percentile(samples: Sequence[float], p: float) -> float:
 
 
 def summarize(samples_ms: Sequence[float]) -> dict[str, float | int]:
-    """n, mean, min, p50, p95, p99 and max of latencies in ms (rounded to µs)."""
+    """n, mean, min, p50, p95, p99 and max of latencies in ms (rounded to 0.1 µs)."""
     if not samples_ms:
         return {"n": 0, "mean": math.nan, "min": math.nan, "p50": math.nan, "p95": math.nan, "p99": math.nan,
                 "max": math.nan}
@@ -48,26 +64,18 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
-@dataclass
-class Goal:
-    """A target such as "p50 ratio ≤ 1.15": the measured value, the bound, and whether it is met."""
+def spread(values: Sequence[float | None]) -> dict[str, float | int] | None:
+    """min, median and max of per-round values (missing or non-finite ones left out); None when none is left."""
+    xs = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not xs:
+        return None
+    return {"n": len(xs), "min": round(min(xs), 4), "median": round(statistics.median(xs), 4),
+            "max": round(max(xs), 4)}
 
-    name: str
-    value: float | None
-    bound: float
-    op: str  # "<=" or ">="
-    note: str = ""
 
-    @property
-    def met(self) -> bool | None:
-        """True or False when measured; None when the value is missing (a peer was absent)."""
-        if self.value is None or not math.isfinite(self.value):
-            return None
-        return self.value <= self.bound if self.op == "<=" else self.value >= self.bound
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": None if self.value is None else round(self.value, 4),
-                "bound": self.bound, "op": self.op, "met": self.met, "note": self.note}
+def round_ratios(a: Sequence[float | None], b: Sequence[float | None]) -> list[float | None]:
+    """The ratio a[r] / b[r] of each round r (rounds where either side is missing give None)."""
+    return [ratio(x, y) for x, y in zip(a, b)]
 
 
 def margin(value: float | None, limit: float) -> float | None:
@@ -77,33 +85,67 @@ def margin(value: float | None, limit: float) -> float | None:
     return (limit - value) / limit
 
 
+@dataclass
+class Goal:
+    """A target such as "p50 ratio ≤ 1.15": the measured value, the bound, and the per-round values beside it."""
+
+    name: str
+    value: float | None
+    bound: float
+    op: str  # "<=" or ">="
+    note: str = ""
+    rounds: list[float | None] = field(default_factory=list)  # the same ratio in each interleaved round
+
+    def _meets(self, x: float | None) -> bool | None:
+        if x is None or not math.isfinite(x):
+            return None
+        return x <= self.bound if self.op == "<=" else x >= self.bound
+
+    @property
+    def met(self) -> bool | None:
+        """True or False when measured; None when the value is missing (a peer was absent)."""
+        return self._meets(self.value)
+
+    @property
+    def rounds_met(self) -> tuple[int, int]:
+        """(rounds meeting the bound, rounds measured)."""
+        verdicts = [self._meets(x) for x in self.rounds]
+        return sum(v is True for v in verdicts), sum(v is not None for v in verdicts)
+
+    def to_dict(self) -> dict[str, Any]:
+        met, measured = self.rounds_met
+        return {"name": self.name, "value": None if self.value is None else round(self.value, 4),
+                "bound": self.bound, "op": self.op, "met": self.met, "note": self.note,
+                "spread": spread(self.rounds), "rounds_met": [met, measured] if measured else None}
+
+
 def rotations(names: Sequence[str], rounds: int) -> list[list[str]]:
     """Round-robin orders: each round starts one name later, so no engine always runs first (drift cancels)."""
     n = len(names)
     return [[names[(r + i) % n] for i in range(n)] for r in range(rounds)] if n else []
 
 
-def interleave(runners: dict[str, Callable[[int], list[float]]], rounds: int) -> dict[str, list[float]]:
-    """Call each runner(round) once per round in rotating order; concatenate the samples they return."""
-    samples: dict[str, list[float]] = {name: [] for name in runners}
+def interleave(runners: dict[str, Callable[[int], list[float]]], rounds: int) -> dict[str, list[list[float]]]:
+    """Call each runner(round) once per round in rotating order; the samples of each name, one list per round."""
+    samples: dict[str, list[list[float]]] = {name: [] for name in runners}
     for r, order in enumerate(rotations(list(runners), rounds)):
         for name in order:
-            samples[name].extend(runners[name](r))
+            samples[name].append(list(runners[name](r)))
     return samples
 
 
-def read_hwm_mb(pid: int) -> float | None:
-    """Peak resident set (VmHWM) of a live process, in MB, read from /proc; None where unavailable."""
+def one_thread() -> None:
+    """Pin this process to one CPU and keep every library to one thread (for in-process studies)."""
+    for var in ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = "1"
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except (OSError, ValueError):
-        return None
-    return None
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    except (AttributeError, OSError):
+        pass
 
 
+# -- workers ------------------------------------------------------------------------------------------------
 class WorkerError(RuntimeError):
     """A worker process failed or answered with an error."""
 
@@ -136,9 +178,24 @@ class Limits:
         return apply
 
 
+def op_ref(fn: Callable[..., dict]) -> str:
+    """How a worker finds an op function `fn(state, **args) -> dict`: "module:name", or "file.py:name" for a
+    script run by path (a module run with -m is named by its import name); worker.resolve imports it."""
+    module = fn.__module__
+    if module == "__main__":
+        main = sys.modules["__main__"]
+        spec = getattr(main, "__spec__", None)
+        module = spec.name if spec is not None and spec.name else os.path.abspath(main.__file__)
+    return f"{module}:{fn.__name__}"
+
+
 @dataclass
 class Worker:
-    """A long-lived benchmark process speaking JSON lines; peak RSS is read from outside (/proc, wait4)."""
+    """A long-lived benchmark process speaking JSON lines; peak RSS is read from outside (/proc VmHWM).
+
+    call(op, **args) runs one of worker.py's ops ("load", "latency", "throughput", "warm", "hwm", "import") or any
+    function `fn(state, **args) -> dict` passed itself (the worker imports it by op_ref).
+    """
 
     python: str
     label: str
@@ -151,8 +208,6 @@ class Worker:
 
     def start(self) -> Worker:
         """Spawn the worker (stderr to a temp file so a chatty library never blocks it)."""
-        import tempfile
-
         self._err = tempfile.TemporaryFile(mode="w+b")  # noqa: SIM115 (lives as long as the worker)
         env = dict(os.environ, **(self.env or {}))
         env.setdefault("PYTHONUNBUFFERED", "1")
@@ -163,12 +218,17 @@ class Worker:
                                      text=True, bufsize=1)
         return self
 
-    def call(self, op: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def call(self, op: str | Callable[..., dict], **args: Any) -> dict[str, Any]:
         """Send one request and wait for its answer; a dead or failing worker raises WorkerError."""
+        name = op if isinstance(op, str) else op_ref(op)
         if self.proc is None or self.proc.poll() is not None:
             raise WorkerError(f"{self.label}: worker is not running ({self._tail()})")
         try:
-            self.proc.stdin.write(json.dumps({"op": op, **args}) + "\n")
+            self.proc.stdin.write(json.dumps({"op": name, **args}) + "\n")
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             self.stop()
@@ -176,15 +236,15 @@ class Worker:
         line = self.proc.stdout.readline()
         if not line:
             self.stop()
-            raise WorkerError(f"{self.label}: worker died during {op} ({self._tail()})")
+            raise WorkerError(f"{self.label}: worker died during {name.rpartition(':')[2]} ({self._tail()})")
         answer = json.loads(line)
         if not answer.get("ok"):
-            raise WorkerError(f"{self.label}: {op} failed: {answer.get('error')}")
+            raise WorkerError(f"{self.label}: {name.rpartition(':')[2]} failed: {answer.get('error')}")
         return answer
 
     def hwm_mb(self) -> float | None:
         """Peak RSS so far, from /proc/<pid>/status."""
-        return read_hwm_mb(self.proc.pid) if self.proc else None
+        return peak_rss_mb(self.proc.pid) if self.proc else None
 
     def stop(self) -> float | None:
         """Ask the worker to quit, reap it with wait4 and keep its peak RSS (/proc VmHWM; ru_maxrss as fallback).
@@ -238,6 +298,14 @@ class Worker:
             return "no stderr"
 
 
-def main_python() -> str:
-    """The interpreter running edgeemb (the main venv)."""
-    return sys.executable
+def run_worker(label: str, limits: Limits, steps: list[tuple[str | Callable[..., dict], dict]],
+               python: str | None = None) -> tuple[list[dict], float | None, Worker]:
+    """Start a worker, run steps in order, stop it; answers, peak RSS (MB) seen from outside, the worker."""
+    worker = Worker(python or sys.executable, label, limits).start()
+    answers = []
+    try:
+        for op, args in steps:
+            answers.append(worker.call(op, **args))
+    finally:
+        peak = worker.stop()
+    return answers, peak, worker

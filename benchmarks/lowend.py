@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import workloads
+from . import data, indexbench
 from .harness import Limits, Worker, WorkerError
 
 STEPS = ("import runtime", "load bundle", "10 queries", "encode 300 sentences", "open index", "10 searches")
@@ -57,14 +57,14 @@ def remove_cgroup(folder: Path | None) -> None:
 
 def walk(bundle: str, index_folder: str | None, limits: Limits) -> dict:
     """Run the session steps under `limits`; the steps passed, the first failure, and the peak RSS."""
-    queries = workloads.scifact_queries(10)
-    texts = workloads.sample_sentences(300, seed=2)
-    steps = [("baseline", {}),
+    queries = data.scifact_queries(10)
+    texts = data.sample_sentences(300, seed=2)
+    steps = [(indexbench.op_baseline, {}),
              ("load", {"engine": "edgeemb", "spec": {"bundle": bundle, "threads": 1}}),
              ("latency", {"texts": queries}),
              ("throughput", {"texts": texts, "batch_size": 32}),
-             ("index_attach", {"folder": index_folder}) if index_folder else None,
-             ("search_text", {"texts": queries}) if index_folder else None]
+             (indexbench.op_index_attach, {"folder": index_folder}) if index_folder else None,
+             (indexbench.op_search_text, {"texts": queries}) if index_folder else None]
     passed, failure = [], None
     worker = Worker(sys.executable, "lowend", limits)
     try:

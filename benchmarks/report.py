@@ -1,4 +1,7 @@
-"""Bench reports: the JSON document (stable schema), a Markdown table, PNG plots, and eval-suite quality."""
+"""Bench reports: the JSON document (stable schema), its Markdown tables, and eval-suite quality (plots: plots.py).
+
+Every ratio is printed with its spread over interleaved rounds, every figure with its size and conditions.
+"""
 from __future__ import annotations
 
 import json
@@ -6,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .harness import ratio
+from .harness import ratio, round_ratios, spread
 
 # task -> (eval task, dataset, metric) used as the quality axis; contextual uses STS with sentence kinds only.
 QUALITY = {"retrieval": ("retrieval", "beir_scifact", "ndcg@10"),
@@ -25,7 +28,7 @@ def write_json(doc: dict, path: Path, scrub: bool = False) -> Path:
 
 def scrub_paths(text: str) -> str:
     """A report meant for sharing names the checkout `<checkout>` and the home folder `~`, not this machine's."""
-    from .peers import CHECKOUT
+    from .cache import CHECKOUT
 
     text = text.replace(str(CHECKOUT), "<checkout>")
     home = str(Path.home())
@@ -88,7 +91,8 @@ def fmt(x: Any, digits: int = 1) -> str:
     return str(x)
 
 
-def _g(d: dict | None, *keys: str) -> Any:
+def dig(d: dict | None, *keys: str) -> Any:
+    """d[k1][k2]... or None where a level is missing."""
     for k in keys:
         if not isinstance(d, dict):
             return None
@@ -96,55 +100,30 @@ def _g(d: dict | None, *keys: str) -> Any:
     return d
 
 
+def fmt_spread(s: dict | None, digits: int = 2) -> str:
+    """A spread over rounds as "min–max, median m over n rounds" ('' when there is none)."""
+    if not s:
+        return ""
+    if s["n"] == 1:
+        return "1 round"
+    return f"{fmt(s['min'], digits)}–{fmt(s['max'], digits)}, median {fmt(s['median'], digits)} over {s['n']} rounds"
+
+
+def _with_spread(value: Any, s: dict | None, digits: int = 2) -> str:
+    text = fmt(value, digits)
+    extra = fmt_spread(s, digits)
+    return f"{text} ({extra})" if extra and text != "–" else text
+
+
 def to_markdown(doc: dict) -> str:
     """The results as Markdown tables: bundles, throughput, index, peers side by side, goals, low end."""
-    m = doc["machine"]
-    lines = [f"Measured {doc['created']} with `{doc['command']}` ({'quick' if doc['quick'] else 'full'} run, "
-             f"{doc.get('seconds', '?')} s) on {m['cpu']}, {m['logical_cpus']} CPUs, {fmt(m['memory_mb'], 0)} MB, "
-             f"Python {m['python']}, onnxruntime {m['onnxruntime']}; load average at start "
-             f"{', '.join(f'{x:.1f}' for x in m['load_average'])}"
-             + (f", at end {', '.join(f'{x:.1f}' for x in m['load_average_end'])}" if m.get("load_average_end")
-                else "") + ".", ""]
-    lines += ["### Bundles (edge verdict: end-to-end p95 < 100 ms and peak RSS < 500 MB)", "",
-              ("| bundle | kind | size MB | load s | first query ms | p50 ms | p95 ms | p99 ms | e2e p50 ms | "
-               "e2e p95 ms | e2e p99 ms | peak RSS MB | verdict |"),
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for b in doc["bundles"]:
-        s, e, v = b.get("single") or {}, b.get("e2e") or {}, b.get("verdict") or {}
-        verdict = "–" if not v else (f"{'meets' if v['meets'] else 'fails'} (p95 margin "
-                                     f"{fmt(_pct(v['latency_margin']), 0)}%, RSS margin {fmt(_pct(v['memory_margin']), 0)}%)")
-        lines.append(f"| {b['name']} | {b['kind']} | {fmt(b['size_mb'])} | {fmt(s.get('load_s'), 2)} | "
-                     f"{fmt(s.get('first_query_ms'), 2)} | {fmt(_g(s, 'latency', 'p50'), 2)} | "
-                     f"{fmt(_g(s, 'latency', 'p95'), 2)} | {fmt(_g(s, 'latency', 'p99'), 2)} | "
-                     f"{fmt(_g(e, 'latency', 'p50'), 2)} | {fmt(_g(e, 'latency', 'p95'), 2)} | "
-                     f"{fmt(_g(e, 'latency', 'p99'), 2)} | {fmt(e.get('peak_rss_mb'), 0)} | {verdict} |")
-    lines += ["", ("### Batch throughput (sentences/s; natural = corpus order in one call, presorted = ordered by "
-                   "token count, chunked = batches in input order with no sorting, on the first n_chunked)"), "",
-              "| bundle | sentences | batch | threads | natural | presorted | chunked | worker peak RSS MB |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for b in doc["bundles"]:
-        t = b.get("throughput") or {}
-        for th in ("1", "2"):
-            if th in t:
-                r = t[th]
-                lines.append(f"| {b['name']} | {t['n']} | {t['batch_size']} | {th} | {fmt(r['natural'], 0)} | "
-                             f"{fmt(r['presorted'], 0)} | {fmt(r['chunked'], 0)} | {fmt(r['worker_peak_rss_mb'], 0)} |")
-    enc = [(b["name"], b.get("encode_corpus")) for b in doc["bundles"] if b.get("encode_corpus")]
-    if enc:
-        lines += ["", "### Encoding the corpus for the index (streamed to .npy in chunks)", "",
-                  "| bundle | sentences | seconds | sentences/s | peak RSS MB | measured |", "|---|---:|---:|---:|---:|---|"]
-        for name, e in enc:
-            lines.append(f"| {name} | {fmt(e.get('n'), 0)} | {fmt(e.get('seconds'))} | {fmt(e.get('sentences_per_s'), 0)} "
-                         f"| {fmt(e.get('peak_rss_mb'), 0)} | {e.get('created') or e.get('note', '')} |")
+    lines = _header(doc)
+    lines += _bundle_table(doc)
+    lines += _throughput_table(doc)
+    lines += _encode_table(doc)
     lines += _index_table(doc)
     lines += _duel_tables(doc)
-    if doc.get("goals"):
-        lines += ["", "### Goals (ratios from the same interleaved run)", "", "| bundle | goal | measured | target | met |",
-                  "|---|---|---:|---|---|"]
-        for g in doc["goals"]:
-            met = {True: "**yes**", False: "**no**", None: "not measured"}[g["met"]]
-            note = f" ({g['note']})" if g.get("note") else ""
-            lines.append(f"| {g['bundle']} | {g['name']} | {fmt(g['value'], 2)} | {g['op']} {g['bound']} | {met}{note} |")
+    lines += _goal_table(doc)
     lines += _words_lines(doc.get("words"))
     lines += _lowend_lines(doc.get("lowend"))
     errors = [(b["name"], k, v) for b in doc["bundles"] for k, v in (b.get("errors") or {}).items()]
@@ -153,6 +132,93 @@ def to_markdown(doc: dict) -> str:
         lines += ["", "### Notes", ""] + [f"- {n}: {k} failed: {v}" for n, k, v in errors] + \
                  [f"- {n}" for n in doc.get("notes", [])]
     return "\n".join(lines) + "\n"
+
+
+def _header(doc: dict) -> list[str]:
+    m = doc["machine"]
+    flags = f" ({', '.join(m['flags'])})" if m.get("flags") else ""
+    cores = f", {m['physical_cores']} physical cores" if m.get("physical_cores") else ""
+    out = [f"Measured {doc['created']} with `{doc['command']}` ({'quick' if doc['quick'] else 'full'} run, "
+           f"{doc.get('seconds', '?')} s) on {m['cpu']}{flags}, {m['logical_cpus']} CPUs{cores}, "
+           f"{fmt(m['memory_mb'], 0)} MB, Python {m['python']}, onnxruntime {m['onnxruntime']}; load average at "
+           f"start {', '.join(f'{x:.1f}' for x in m['load_average'])}"
+           + (f", at end {', '.join(f'{x:.1f}' for x in m['load_average_end'])}" if m.get("load_average_end")
+              else "") + ".", ""]
+    if doc.get("peers_absent"):
+        out += [("**Peers absent from this run** (their ratios read \"not measured\"; `bash scripts/setup_peers.sh` "
+                 "installs every peer the recorded figures use):"), ""]
+        out += [f"- {name}: {note}" for name, note in doc["peers_absent"].items()] + [""]
+    return out
+
+
+def _bundle_table(doc: dict) -> list[str]:
+    docs = sorted({dig(b, "e2e", "n_docs") for b in doc["bundles"] if dig(b, "e2e", "n_docs")})
+    where = f"a {'/'.join(f'{n:,}' for n in docs)}-document index" if docs else "an index"
+    out = [(f"### Bundles (edge verdict: query text → top-10 from {where}, end-to-end p95 < 100 ms and peak RSS "
+            "of that process < 500 MB)"), "",
+           ("| bundle | kind | size MB | load s | first query ms | p50 ms | p95 ms | p99 ms | e2e docs | e2e p50 ms | "
+            "e2e p95 ms | e2e p99 ms | e2e peak RSS MB | verdict |"),
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for b in doc["bundles"]:
+        s, e, v = b.get("single") or {}, b.get("e2e") or {}, b.get("verdict") or {}
+        verdict = "–" if not v else (f"{'meets' if v['meets'] else 'fails'} at {fmt(v.get('n_docs'), 0)} docs (p95 "
+                                     f"margin {fmt(_pct(v['latency_margin']), 0)}%, RSS margin "
+                                     f"{fmt(_pct(v['memory_margin']), 0)}%)")
+        out.append(f"| {b['name']} | {b['kind']} | {fmt(b['size_mb'])} | {fmt(s.get('load_s'), 2)} | "
+                   f"{fmt(s.get('first_query_ms'), 2)} | {fmt(dig(s, 'latency', 'p50'), 2)} | "
+                   f"{fmt(dig(s, 'latency', 'p95'), 2)} | {fmt(dig(s, 'latency', 'p99'), 2)} | "
+                   f"{fmt(e.get('n_docs'), 0)} | {fmt(dig(e, 'latency', 'p50'), 2)} | "
+                   f"{fmt(dig(e, 'latency', 'p95'), 2)} | {fmt(dig(e, 'latency', 'p99'), 2)} | "
+                   f"{fmt(e.get('peak_rss_mb'), 0)} | {verdict} |")
+    single = next((b["single"] for b in doc["bundles"] if b.get("single")), None)
+    e2e = next((b["e2e"] for b in doc["bundles"] if b.get("e2e")), None)
+    if single or e2e:
+        out += ["", (f"Single query: {fmt(dig(single, 'n_queries') or dig(single, 'latency', 'n'), 0)} SciFact "
+                     f"queries, {fmt(dig(single, 'threads'), 0)} thread(s), no index. End to end: "
+                     f"{fmt(dig(e2e, 'n_queries') or dig(e2e, 'latency', 'n'), 0)} queries, "
+                     f"{fmt(dig(e2e, 'threads'), 0)} thread(s), a fresh process opening the index; its peak RSS "
+                     "grows with the index (see the index table: RSS over the runtime per size).")]
+    return out
+
+
+def _throughput_table(doc: dict) -> list[str]:
+    rows = [(b, b["throughput"]) for b in doc["bundles"] if b.get("throughput")]
+    if not rows:
+        return []
+    out = ["", ("### Batch throughput (sentences/s, median of the rounds with min–max; natural = corpus sample in "
+                "one encode() call, presorted = ordered by token count, chunked = batches in input order with no "
+                "sorting, on the first n_chunked; modes in rotating rounds after an untimed warm-up pass)"), "",
+           ("| bundle | sentences | batch | rounds | warm-up | threads | natural | presorted | chunked | "
+            "peak RSS MB (one encode() call over all) |"),
+           "|---|---:|---:|---:|---:|---:|---|---|---|---:|"]
+    for b, t in rows:
+        for th in ("1", "2"):
+            if th in t:
+                r, sp = t[th], t[th].get("spread") or {}
+                cells = " | ".join(_rate_cell(r.get(m), sp.get(m)) for m in ("natural", "presorted", "chunked"))
+                out.append(f"| {b['name']} | {fmt(t['n'], 0)} | {t['batch_size']} | {t.get('rounds', 1)} | "
+                           f"{fmt(t.get('warm_up'), 0)} | {th} | {cells} | {fmt(r['worker_peak_rss_mb'], 0)} |")
+    return out
+
+
+def _rate_cell(value: float | None, s: dict | None) -> str:
+    if s and s.get("n", 0) > 1:
+        return f"{fmt(value, 0)} ({fmt(s['min'], 0)}–{fmt(s['max'], 0)})"
+    return fmt(value, 0)
+
+
+def _encode_table(doc: dict) -> list[str]:
+    enc = [(b["name"], b.get("encode_corpus")) for b in doc["bundles"] if b.get("encode_corpus")]
+    if not enc:
+        return []
+    out = ["", "### Encoding en_corpus for the index (streamed to .npy, one encode() call per chunk)", "",
+           "| bundle | sentences | how | seconds | sentences/s | peak RSS MB | measured |",
+           "|---|---:|---|---:|---:|---:|---|"]
+    for name, e in enc:
+        out.append(f"| {name} | {fmt(e.get('n'), 0)} | {e.get('mode', 'streamed in chunks')} | "
+                   f"{fmt(e.get('seconds'))} | {fmt(e.get('sentences_per_s'), 0)} | {fmt(e.get('peak_rss_mb'), 0)} | "
+                   f"{e.get('created') or e.get('note', '')} |")
+    return out
 
 
 def _pct(x: float | None) -> float | None:
@@ -164,13 +230,18 @@ def _index_table(doc: dict) -> list[str]:
     if not rows:
         return []
     efs = sorted({int(ef) for _, r in rows for ef in r["recall_at_10"]})
-    out = ["", "### Index (hnswlib M 16, ef_construction 200, one build thread; SQLite document store)", "",
-           "| bundle | docs | build s | disk MB | RSS MB (open) | + over runtime MB | query p50 ms | query p95 ms | "
-           + " | ".join(f"recall@10 ef {ef}" for ef in efs) + " |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(efs)]
+    n_q = next((r.get("recall_queries") for _, r in rows), None)
+    out = ["", ("### Index (hnswlib M 16, ef_construction 200, one build thread; SQLite document store; query = "
+                f"Index.search of {fmt(n_q, 0)} query vectors, k 10: in a tight loop over pre-encoded vectors, and "
+                "each right after a real encode of its text)"), "",
+           "| bundle | docs | build s | disk MB | RSS MB (open) | + over runtime MB | query p50 / p95 ms (tight loop) | "
+           "query p50 / p95 ms (between encodes) | " + " | ".join(f"recall@10 ef {ef}" for ef in efs) + " |",
+           "|---|---:|---:|---:|---:|---:|---|---|" + "---:|" * len(efs)]
     for name, r in rows:
+        tight, between = r["query"], r.get("query_between_encodes") or {}
         out.append(f"| {name} | {r['n']:,} | {fmt(r['build_s'])} | {fmt(r['disk_mb'])} | {fmt(r['rss_mb'], 0)} | "
-                   f"{fmt(r['rss_over_runtime_mb'], 0)} | {fmt(r['query']['p50'], 3)} | {fmt(r['query']['p95'], 3)} | "
+                   f"{fmt(r['rss_over_runtime_mb'], 0)} | {fmt(tight['p50'], 3)} / {fmt(tight['p95'], 3)} | "
+                   f"{fmt(between.get('p50'), 3)} / {fmt(between.get('p95'), 3)} | "
                    + " | ".join(fmt(r["recall_at_10"].get(str(ef)), 3) for ef in efs) + " |")
     return out
 
@@ -179,35 +250,73 @@ def _duel_tables(doc: dict) -> list[str]:
     out = []
     for d in doc.get("duels", []):
         ours = d["engines"].get("edgeemb", {})
-        out += ["", (f"### Side by side with {d['bundle']} (1 core, 1 thread; {d['n_queries']} queries, "
-                     f"{d['n_sentences']} sentences, batch {d['batch_size']}; interleaved rounds "
-                     f"{d['rounds']['latency']} latency / {d['rounds']['throughput']} throughput)"), "",
+        out += ["", (f"### Side by side with {d['bundle']} (1 core, 1 thread; each of {d['rounds']['latency']} "
+                     f"interleaved rounds: the same {d['n_queries']} queries, then {d['n_sentences']} sentences "
+                     f"natural and presorted, batch {d['batch_size']}, after a warm-up pass over "
+                     f"{fmt(d.get('warm_up'), 0)}; ratios with their min–max over rounds)"), "",
                 ("| engine | load s | p50 ms | p95 ms | natural sent/s | presorted sent/s | peak RSS MB | "
                  "edgeemb p50 ÷ this | edgeemb natural ÷ this |"),
-                "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                "|---|---:|---:|---:|---:|---:|---:|---|---|"]
         for name, r in d["engines"].items():
             tp = r.get("throughput") or {}
-            out.append(f"| {name} | {fmt(r.get('load_s'), 2)} | {fmt(_g(r, 'latency', 'p50'), 2)} | "
-                       f"{fmt(_g(r, 'latency', 'p95'), 2)} | {fmt(tp.get('natural'), 0)} | {fmt(tp.get('presorted'), 0)} | "
-                       f"{fmt(r.get('peak_rss_mb'), 0)} | "
-                       f"{fmt(ratio(_g(ours, 'latency', 'p50'), _g(r, 'latency', 'p50')), 2)} | "
-                       f"{fmt(ratio(_g(ours, 'throughput', 'natural'), tp.get('natural')), 2)} |")
+            mine = name == "edgeemb"  # a ratio to itself says nothing
+            p50_r = spread(round_ratios(ours.get("latency_round_p50") or [], r.get("latency_round_p50") or []))
+            tp_r = spread(round_ratios(dig(ours, "throughput_rounds", "natural") or [],
+                                       dig(r, "throughput_rounds", "natural") or []))
+            out.append(f"| {name} | {fmt(r.get('load_s'), 2)} | {fmt(dig(r, 'latency', 'p50'), 2)} | "
+                       f"{fmt(dig(r, 'latency', 'p95'), 2)} | {fmt(tp.get('natural'), 0)} | "
+                       f"{fmt(tp.get('presorted'), 0)} | {fmt(r.get('peak_rss_mb'), 0)} | "
+                       f"{'–' if mine else _ratio_cell(ratio(dig(ours, 'latency', 'p50'), dig(r, 'latency', 'p50')), p50_r)} | "
+                       f"{'–' if mine else _ratio_cell(ratio(dig(ours, 'throughput', 'natural'), tp.get('natural')), tp_r)} |")
         for name, note in (d.get("skipped") or {}).items():
-            out.append(f"| {name} | skipped: {note} | | | | | | | |")
+            out.append(f"| {name} | absent: {note} | | | | | | | |")
     return out
+
+
+def _ratio_cell(value: float | None, s: dict | None) -> str:
+    if value is None:
+        return "–"
+    if s and s["n"] > 1:
+        return f"{fmt(value, 2)} ({fmt(s['min'], 2)}–{fmt(s['max'], 2)})"
+    return fmt(value, 2)
+
+
+def _goal_table(doc: dict) -> list[str]:
+    if not doc.get("goals"):
+        return []
+    out = ["", "### Goals (ratios from the same interleaved run; spread = min–max of the ratio in each round)", "",
+           "| bundle | goal | measured | spread over rounds | target | met |", "|---|---|---:|---|---|---|"]
+    for g in doc["goals"]:
+        out.append(f"| {g['bundle']} | {g['name']} | {fmt(g['value'], 2)} | {fmt_spread(g.get('spread')) or '–'} | "
+                   f"{g['op']} {g['bound']} | {_met_cell(g)} |")
+    return out
+
+
+def _met_cell(g: dict) -> str:
+    """yes/no, how many rounds met it, and whether the bound lies inside the spread (then it is noise)."""
+    text = {True: "**yes**", False: "**no**", None: "not measured"}[g["met"]]
+    rounds, s = g.get("rounds_met"), g.get("spread")
+    if rounds and g["met"] is not None:
+        text += f" ({rounds[0]}/{rounds[1]} rounds"
+        if s and s["n"] > 1 and s["min"] <= g["bound"] <= s["max"]:
+            text += "; the target lies inside the spread"
+        text += ")"
+    return text + (f" ({g['note']})" if g.get("note") else "")
 
 
 def _words_lines(words: dict | None) -> list[str]:
     if not words:
         return []
-    if words.get("skipped"):
-        return ["", f"### Word lookups: skipped ({words['skipped']})"]
-    out = ["", (f"### Word lookups (10 nearest words, {words['words']} WordSim/SimLex words, 1 core, same GloVe 25d "
-                f"vectors; edgeemb p50 ÷ gensim p50 = {fmt(words.get('p50_ratio'), 2)})"), "",
+    if words.get("skipped") and isinstance(words["skipped"], str):
+        return ["", f"### Word lookups: not measured ({words['skipped']})"]
+    s = spread(words.get("p50_ratio_rounds") or [])
+    out = ["", (f"### Word lookups (10 nearest words, {words['words']} WordSim/SimLex words each of "
+                f"{words.get('rounds', '?')} rounds, 1 core, same GloVe 25d vectors; edgeemb p50 ÷ gensim p50 = "
+                f"{_with_spread(words.get('p50_ratio'), s)})"), "",
            "| engine | load s | p50 ms | p95 ms | peak RSS MB |", "|---|---:|---:|---:|---:|"]
     for name, r in words["engines"].items():
-        out.append(f"| {name} | {fmt(r.get('load_s'), 2)} | {fmt(_g(r, 'latency', 'p50'), 3)} | "
-                   f"{fmt(_g(r, 'latency', 'p95'), 3)} | {fmt(r.get('peak_rss_mb'), 0)} |")
+        out.append(f"| {name} | {fmt(r.get('load_s'), 2)} | {fmt(dig(r, 'latency', 'p50'), 3)} | "
+                   f"{fmt(dig(r, 'latency', 'p95'), 3)} | {fmt(r.get('peak_rss_mb'), 0)} |")
     return out
 
 
@@ -225,102 +334,3 @@ def _lowend_lines(low: dict | None) -> list[str]:
     if not low.get("cgroup_available"):
         out.append("\n(no writable cgroup: only the address-space cap was simulated)")
     return out
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points not dominated (lower x = latency and higher y = quality are better), by x."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best = [], -math.inf
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
-def plots(doc: dict, out: Path, quality: dict | None = None, task: str = "similarity") -> list[Path]:
-    """PNG plots: latency distributions, quality vs latency with the Pareto front, memory with the 500 MB line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    series = [(f"{b['name']}\n(e2e, {b['e2e']['n_docs'] // 1000}k docs)", b["e2e"]["latency_samples"])
-              for b in doc["bundles"] if b.get("e2e")]
-    for d in doc.get("duels", []):
-        series += [(f"{_engine_label(name, d)}\n(encode, 1 thread)", r["latency_samples"])
-                   for name, r in d["engines"].items() if r.get("latency_samples")]
-    if series:
-        fig, ax = plt.subplots(figsize=(max(6, 1.5 * len(series)), 4.5))
-        ax.boxplot([s for _, s in series], whis=(1, 99), showfliers=False)
-        ax.set_xticks(range(1, len(series) + 1), [n for n, _ in series], fontsize=7, rotation=20, ha="right")
-        ax.set_yscale("log")
-        ax.axhline(100, color="red", linestyle="--", linewidth=1, label="100 ms")
-        ax.set_ylabel("ms per query (log; whiskers p1-p99)")
-        ax.set_title("Single-query latency")
-        ax.legend(loc="upper left")
-        fig.tight_layout()
-        written.append(_save(fig, out / "latency.png"))
-    pts = []
-    for b in doc["bundles"]:
-        q = quality_of(quality or {}, b["name"], task)
-        lat = _g(b, "single", "latency", "p50")
-        if q is not None and lat is not None:
-            pts.append((lat, q, b["name"]))
-    for d in doc.get("duels", []):
-        for name, r in d["engines"].items():
-            q = peer_quality(name, d["bundle"], quality or {}, task)
-            lat = _g(r, "latency", "p50")
-            if name != "edgeemb" and q is not None and lat is not None:
-                pts.append((lat, q, name))
-    if pts:
-        fig, ax = plt.subplots(figsize=(7, 5))
-        ax.scatter([p[0] for p in pts], [p[1] for p in pts])
-        for i, (x, y, n) in enumerate(sorted(pts)):  # stagger labels: points of one model sit close together
-            ax.annotate(n, (x, y), fontsize=7, xytext=(4, -14 - 10 * (i % 4)), textcoords="offset points",
-                        arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.5})
-        front = [pts[i] for i in pareto_front([(p[0], p[1]) for p in pts])]
-        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="green", label="Pareto front")
-        ax.set_xscale("log")
-        ax.set_xlabel("single-query p50 ms (log)")
-        metric = QUALITY[task]
-        ax.set_ylabel(f"{metric[1]} {metric[2]} (eval suite)")
-        ax.set_title("Quality vs latency")
-        ax.legend()
-        fig.tight_layout()
-        written.append(_save(fig, out / "quality_latency.png"))
-    bars = [(f"{b['name']}\n(e2e process)", _g(b, "e2e", "peak_rss_mb")) for b in doc["bundles"]]
-    bars += [(f"{b['name']}\n(encode {_g(b, 'encode_corpus', 'n') or 0:,})", _g(b, "encode_corpus", "peak_rss_mb"))
-             for b in doc["bundles"]]
-    for d in doc.get("duels", []):
-        bars += [(f"{_engine_label(name, d)}\n(load+queries+batch)", r.get("peak_rss_mb"))
-                 for name, r in d["engines"].items()]
-    bars = [(n, v) for n, v in bars if v]
-    if bars:
-        fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(bars)), 4.5))
-        drawn = ax.bar(range(len(bars)), [v for _, v in bars], color="steelblue")
-        ax.bar_label(drawn, fmt="%.0f", fontsize=7)
-        ax.set_xticks(range(len(bars)), [n for n, _ in bars], fontsize=7, rotation=25, ha="right")
-        ax.axhline(500, color="red", linestyle="--", linewidth=1, label="500 MB edge limit")
-        ax.set_ylim(0, max(560, 1.1 * max(v for _, v in bars)))
-        ax.set_ylabel("peak RSS MB (measured from outside)")
-        ax.set_title("Memory per process")
-        ax.legend(loc="upper left")
-        fig.tight_layout()
-        written.append(_save(fig, out / "memory.png"))
-    return written
-
-
-def _engine_label(name: str, duel: dict) -> str:
-    """'edgeemb' in a duel names the bundle it ran."""
-    return f"edgeemb {duel['bundle']}" if name == "edgeemb" else name
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

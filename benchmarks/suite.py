@@ -1,17 +1,26 @@
-"""`edgeemb bench` end to end: which bundles, which peers, in what order; returns the results document."""
+"""`edgeemb bench` end to end: which bundles, which peers, in what order; returns the results document.
+
+A run that cannot measure (no bundle, no data) refuses before it starts, and one that measured nothing refuses
+after: neither writes a report, so `recommend` never reads an empty "latest" result.
+"""
 from __future__ import annotations
 
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
 
-from . import lowend, peers, runner
-from .harness import WorkerError
-from .runner import Options, Plan, log
+from edgeemb.errors import EdgeembError
+
+from . import data, duels, lowend, peers, probes, runner
+from .harness import WorkerError, log
+from .runner import Options, Plan
 
 SCHEMA = "edgeemb-bench/1"
+NEEDED_DATA = ("en_corpus", "beir_scifact")  # throughput sample and index; queries
+
+
+class NothingToMeasure(EdgeembError):
+    """No bundle to measure, or every measurement of the run failed: no report is written."""
 
 
 def default_bundles() -> list[Path]:
@@ -28,63 +37,63 @@ def resolve(names: list[str]) -> list[Path]:
     return [resolve_bundle(n) for n in names] if names else default_bundles()
 
 
-def machine() -> dict[str, Any]:
-    """What the numbers were measured on."""
-    import onnxruntime
-
-    cpu = "unknown"
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    mem = None
-    try:
-        mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "affinity": len(os.sched_getaffinity(0)),
-            "memory_mb": mem, "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
-            "platform": platform.platform(), "load_average": list(os.getloadavg())}
+def preflight(names: list[str]) -> list[Path]:
+    """The bundle folders to measure; DataMissing or NothingToMeasure before anything runs."""
+    data.require(NEEDED_DATA)
+    folders = resolve(names)
+    if not folders:
+        raise NothingToMeasure("no bundle to measure (build the defaults with `edgeemb setup` or pass a path)")
+    return folders
 
 
 def run_bench(names: list[str], quick: bool, opts: Options, command: str = "edgeemb bench",
               sentences: int | None = None) -> dict[str, Any]:
     """Measure each bundle, its peers, the goals and the low-end simulation; the stable results document."""
+    folders = preflight(names)
     plan = runner.make_plan(quick, sentences)
-    folders = resolve(names)
     started = time.time()
     doc: dict[str, Any] = {"schema": SCHEMA, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": command,
-                           "quick": quick, "machine": machine(),
+                           "quick": quick, "machine": probes.machine(),
                            "settings": {"threads": opts.threads, "cores": opts.cores,
                                         "memory_limit_mb": opts.memory_limit_mb, "plan": plan.__dict__},
                            "bundles": [], "duels": [], "goals": [], "words": None, "lowend": None,
-                           "errors": {}, "notes": []}
+                           "peers_absent": {}, "errors": {}, "notes": []}
     for folder in folders:
         doc["bundles"].append(bench_bundle(folder, plan, opts, doc))
     log("word lookups: edgeemb static bundle vs gensim on the same GloVe vectors")
-    doc["words"] = attempt({"name": "words", "errors": doc["errors"]}, "words",
-                           lambda: runner.word_duel(plan))
+    doc["words"] = attempt({"name": "words", "errors": doc["errors"]}, "words", lambda: duels.word_duel(plan))
+    if doc["words"] and doc["words"].get("skipped") and isinstance(doc["words"]["skipped"], str):
+        absent(doc, "gensim (word lookups)", doc["words"]["skipped"])
     doc["lowend"] = run_lowend(doc, plan, opts)
-    doc["machine"]["load_average_end"] = list(os.getloadavg())
+    doc["machine"]["load_average_end"] = probes.load_average()
     doc["seconds"] = round(time.time() - started, 1)
+    if not any(b.get("single") or b.get("throughput") or b.get("e2e") for b in doc["bundles"]):
+        errors = "; ".join(f"{b['name']}: {k}: {v}" for b in doc["bundles"] for k, v in b["errors"].items())
+        raise NothingToMeasure(f"nothing was measured ({errors[:600] or 'no error recorded'})")
     return doc
+
+
+def absent(doc: dict, name: str, note: str) -> None:
+    """Record a peer that did not run, loudly: in the log now and at the top of the report."""
+    if name not in doc["peers_absent"]:
+        log(f"PEER ABSENT: {name}: {note}")
+    doc["peers_absent"][name] = note
 
 
 def bench_bundle(folder: Path, plan: Plan, opts: Options, doc: dict) -> dict[str, Any]:
     """Everything measured for one bundle; a failing part is recorded as an error, not fatal to the run."""
     info = runner.bundle_info(folder)
     name = info["name"]
-    log(f"{name}: load, first query, {plan.n_latency} single queries")
+    log(f"{name}: load, first query, {plan.n_e2e} single queries")
     row: dict[str, Any] = {**info, "errors": {}}
-    parts = [("single", lambda: runner.bench_single(info, plan, opts)),
-             ("throughput", lambda: runner.bench_throughput(info, plan, opts))]
-    for key, fn in parts:
-        row[key] = attempt(row, key, fn)
+    row["single"] = attempt(row, "single", lambda: runner.bench_single(info, plan, opts))
+    row["throughput"] = attempt(row, "throughput", lambda: runner.bench_throughput(info, plan, opts))
     peer_list = select_peers(info, folder, plan)
-    d = attempt(row, "duel", lambda: runner.duel(info, peer_list, plan))
-    vectors, encode = attempt(row, "embeddings", lambda: runner.ensure_embeddings(
-        info, max(plan.index_sizes), plan, opts)) or (None, None)
+    for p in peer_list:
+        if not p.available:
+            absent(doc, p.name, p.note)
+    d = attempt(row, "duel", lambda: duels.duel(info, peer_list, plan))
+    vectors, encode = attempt(row, "embeddings", lambda: runner.ensure_embeddings(info, plan, opts)) or (None, None)
     row["encode_corpus"] = encode
     if vectors is not None:
         row["index"] = attempt(row, "index", lambda: runner.bench_index(info, vectors, plan, opts))
@@ -92,8 +101,10 @@ def bench_bundle(folder: Path, plan: Plan, opts: Options, doc: dict) -> dict[str
     if row.get("e2e"):
         row["verdict"] = runner.verdict(row["e2e"])
     if d:
+        for peer, note in d["skipped"].items():
+            absent(doc, peer, note)
         doc["duels"].append(d)
-        doc["goals"] += [g.to_dict() | {"bundle": name} for g in runner.duel_goals(info, d, encode)]
+        doc["goals"] += [g.to_dict() | {"bundle": name} for g in duels.duel_goals(info, d, encode)]
     return row
 
 
@@ -120,6 +131,6 @@ def run_lowend(doc: dict, plan: Plan, opts: Options) -> dict | None:
     if row is None:
         return None
     caps = [opts.memory_limit_mb or 500] if plan.quick else [1024, 768, 512, 384, 256, 192, 128, 96]
-    index = str(runner._index_folder(row, max(plan.index_sizes)))
+    index = str(runner.index_folder(row, max(plan.index_sizes)))
     log(f"low-end simulation: {row['name']}, 1 core, caps {caps} MB")
     return lowend.simulate(row["path"], index, caps, cores=1)

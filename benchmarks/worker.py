@@ -2,6 +2,8 @@
 
 It times inside itself (perf_counter around each call) so pipe overhead is not counted; the parent reads its
 peak RSS from outside. Library chatter on stdout is redirected to stderr so answers stay parseable.
+The engine ops below work in any venv that has numpy (peers run here too); an op named "module:function"
+(harness.op_ref) is imported on first use and called as function(state, **args).
 """
 from __future__ import annotations
 
@@ -13,24 +15,24 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import engines
+import engines  # beside this script: importable in a peers venv without the package
 import numpy as np
 
 STATE: dict = {}
 
 
-def op_load(engine: str, spec: dict) -> dict:
+def op_load(state: dict, engine: str, spec: dict) -> dict:
     """Import and load an engine; report seconds."""
     start = time.perf_counter()
     eng = engines.ENGINES[engine]()
     eng.load(spec)
-    STATE["engine"] = eng
+    state["engine"] = eng
     return {"load_s": time.perf_counter() - start}
 
 
-def op_latency(texts: list[str], warmup: int = 0) -> dict:
+def op_latency(state: dict, texts: list[str], warmup: int = 0) -> dict:
     """Per-item latency in ms of engine.query, after `warmup` untimed calls on the first items."""
-    eng = STATE["engine"]
+    eng = state["engine"]
     items = eng.prepare(texts)
     for item in items[:warmup]:
         eng.query(item)
@@ -42,57 +44,23 @@ def op_latency(texts: list[str], warmup: int = 0) -> dict:
     return {"ms": ms, "skipped": len(texts) - len(items)}
 
 
-def op_throughput(texts: list[str], batch_size: int, mode: str = "call") -> dict:
+def op_throughput(state: dict, texts: list[str], batch_size: int, mode: str = "call") -> dict:
     """Seconds to embed all texts in one call (mode 'call') or batch by batch in input order ('chunked')."""
-    eng = STATE["engine"]
+    eng = state["engine"]
     start = time.perf_counter()
-    if mode == "chunked":
-        vecs = eng.encode_chunked(texts, batch_size)
-    else:
-        vecs = eng.encode(texts, batch_size)
+    vecs = eng.encode_chunked(texts, batch_size) if mode == "chunked" else eng.encode(texts, batch_size)
     seconds = time.perf_counter() - start
     return {"seconds": seconds, "n": len(vecs), "dim": int(np.asarray(vecs).shape[-1])}
 
 
-def op_encode_to_npy(corpus: str, n: int, out: str, chunk: int = 2048, batch_size: int = 32) -> dict:
-    """Stream the first n sentences of a corpus TSV into a float32 .npy, chunk by chunk (bounded memory)."""
-    eng = STATE["engine"]
-    tmp = f"{out}.tmp-{os.getpid()}"
-    done, dim, start = 0, None, time.perf_counter()
-    with open(corpus, encoding="utf-8") as src, open(tmp, "wb") as dst:
-        next(src, None)
-        buf: list[str] = []
-        rows = (line.rstrip("\n").partition("\t")[2] for line in src)
-        for text in rows:
-            if done + len(buf) >= n:
-                break
-            buf.append(text)
-            if len(buf) == chunk:
-                dim = _write_chunk(eng, buf, dst, dim, n, batch_size)
-                done += len(buf)
-                buf = []
-        if buf:
-            dim = _write_chunk(eng, buf, dst, dim, n, batch_size)
-            done += len(buf)
-        dst.flush()
-        os.fsync(dst.fileno())
-    if done != n:
-        os.unlink(tmp)
-        raise ValueError(f"{corpus} has only {done} sentences, {n} asked")
-    os.replace(tmp, out)
-    return {"seconds": time.perf_counter() - start, "n": done, "dim": dim}
+def op_warm(state: dict, texts: list[str], batch_size: int) -> dict:
+    """Encode texts once, untimed by the caller: pages a memory-mapped table in and grows the arenas first."""
+    start = time.perf_counter()
+    state["engine"].encode(texts, batch_size)
+    return {"seconds": time.perf_counter() - start}
 
 
-def _write_chunk(eng, texts: list[str], dst, dim: int | None, n: int, batch_size: int) -> int:
-    vecs = np.ascontiguousarray(eng.encode(texts, batch_size), dtype="<f4")
-    if dim is None:
-        dim = int(vecs.shape[1])
-        np.lib.format.write_array_header_1_0(dst, {"descr": "<f4", "fortran_order": False, "shape": (n, dim)})
-    dst.write(vecs.tobytes())
-    return dim
-
-
-def op_hwm() -> dict:
+def op_hwm(state: dict) -> dict:
     """This process's VmHWM in MB (for progress lines; the parent's reading from outside is the one kept)."""
     with open("/proc/self/status", encoding="ascii") as f:
         for line in f:
@@ -101,14 +69,44 @@ def op_hwm() -> dict:
     return {"mb": None}
 
 
+def op_import(state: dict, modules: list[str]) -> dict:
+    """Import modules, so the parent can read what they cost before the step it measures."""
+    import importlib
+
+    for name in modules:
+        importlib.import_module(name)
+    return {}
+
+
+OPS = {"load": op_load, "latency": op_latency, "throughput": op_throughput, "warm": op_warm, "hwm": op_hwm,
+       "import": op_import}
+_RESOLVED: dict = {}
+
+
 def dispatch(request: dict) -> dict:
     op = request.pop("op")
-    local = globals().get(f"op_{op}")
-    if local is not None:
-        return local(**request)
-    from edgeemb_bench import indexbench  # index and end-to-end ops need edgeemb (main venv)
+    if op in OPS:
+        return OPS[op](STATE, **request)
+    if ":" not in op:
+        raise KeyError(f"unknown op {op!r}")
+    if op not in _RESOLVED:
+        _RESOLVED[op] = resolve(op)
+    return _RESOLVED[op](STATE, **request)
 
-    return getattr(indexbench, f"op_{op}")(STATE, **request)
+
+def resolve(ref: str):
+    """The function a harness.op_ref names: "package.module:name" or "/path/to/script.py:name"."""
+    import importlib
+    import importlib.util
+
+    module, _, name = ref.rpartition(":")
+    if module.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(os.path.basename(module)[:-3], module)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    else:
+        mod = importlib.import_module(module)
+    return getattr(mod, name)
 
 
 def main() -> None:

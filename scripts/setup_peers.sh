@@ -1,23 +1,44 @@
 #!/usr/bin/env bash
-# Create ./.venv-peers (idempotent): benchmark peers that must not share the main venv, run by
-# `edgeemb bench` as subprocesses. onnxruntime, tokenizers and numpy are pinned to the main venv's
-# versions so a peer on the same ONNX file differs from edgeemb only in its own code.
+# Install every benchmark peer the recorded figures use (idempotent), so `edgeemb bench` can reproduce them:
+#   1. the `bench` extra of pyproject.toml into the main venv (model2vec[distill], gensim, matplotlib): model2vec
+#      and gensim run in the main venv beside the export stack (torch, sentence-transformers);
+#   2. ./.venv-peers with fastembed, which needs a huggingface-hub the main venv's tokenizers refuses; its
+#      onnxruntime, tokenizers and numpy are pinned to the main venv's versions so a peer on the same ONNX
+#      file differs from edgeemb only in its own code.
+# A peer that is still absent afterwards is named by `edgeemb bench` at the top of its report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+main=${VENV:-.venv}/bin/python
 python=${PYTHON:-python3}
-pins=(
+peer_pins=(
   "fastembed==0.9.1"
   "onnxruntime==1.32.0"
   "tokenizers==0.22.2"
   "numpy==2.4.6"
 )
 
-[ -x .venv-peers/bin/python ] || "$python" -m venv .venv-peers
-stamp=".venv-peers/.edgeemb-peers-$(printf '%s\n' "${pins[@]}" | sha256sum | cut -c1-16)"
+[ -x "$main" ] || { echo "edgeemb setup_peers: $main not found: run scripts/setup.sh first" >&2; exit 2; }
+mapfile -t bench_pins < <("$main" - <<'EOF'
+import tomllib
+with open("pyproject.toml", "rb") as f:
+    print("\n".join(tomllib.load(f)["project"]["optional-dependencies"]["bench"]))
+EOF
+)
+stamp="${VENV:-.venv}/.edgeemb-bench-$(printf '%s\n' "${bench_pins[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "edgeemb setup_peers: installing ${pins[*]} into .venv-peers"
-  .venv-peers/bin/python -m pip --disable-pip-version-check -q install "${pins[@]}"
+  echo "edgeemb setup_peers: installing the bench extra into ${VENV:-.venv}: ${bench_pins[*]}"
+  "$main" -m pip --disable-pip-version-check -q install "${bench_pins[@]}"
   touch "$stamp"
 fi
+
+[ -x .venv-peers/bin/python ] || "$python" -m venv .venv-peers
+stamp=".venv-peers/.edgeemb-peers-$(printf '%s\n' "${peer_pins[@]}" | sha256sum | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "edgeemb setup_peers: installing ${peer_pins[*]} into .venv-peers"
+  .venv-peers/bin/python -m pip --disable-pip-version-check -q install "${peer_pins[@]}"
+  touch "$stamp"
+fi
+"$main" -c "import model2vec, gensim, matplotlib; print('main venv ok: model2vec', model2vec.__version__, \
+'gensim', gensim.__version__, 'matplotlib', matplotlib.__version__)"
 .venv-peers/bin/python -c "import fastembed, onnxruntime; print('peers venv ok: fastembed', fastembed.__version__, \
 'onnxruntime', onnxruntime.__version__)"

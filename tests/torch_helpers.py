@@ -17,7 +17,7 @@ def one_torch_thread():
 
 
 def report(**row):
-    """Append measured figures to $EDGEEMB_PARITY_REPORT (benchmarks/llm_feasibility.py --arch-parity)."""
+    """Append measured figures to $EDGEEMB_PARITY_REPORT (benchmarks/studies/llm.py --arch-parity)."""
     path = os.environ.get("EDGEEMB_PARITY_REPORT")
     if path:
         with open(path, "a", encoding="utf-8") as f:

@@ -1,48 +1,24 @@
-"""Static bundle measurements for docs/results/static.md: ONNX vs numpy backend, throughput vs model2vec, quality.
+"""Static bundle study (docs/results/static.md): ONNX vs numpy backend, throughput vs model2vec, quality.
 
-    python -m edgeemb_bench.static_bench backends BUNDLE            # ONNX Gather graph vs numpy gather, 1 thread
-    python -m edgeemb_bench.static_bench throughput BUNDLE M2V_DIR  # sentences/s and peak RSS, 1 thread each
-    python -m edgeemb_bench.static_bench quality --static B --model2vec M2V_DIR [--sentence default]
-    python -m edgeemb_bench.static_bench words BUNDLE...            # analogy + word similarity (eval suite)
-    python -m edgeemb_bench.static_bench compose BUNDLE...          # CA8 + cwe with words composed of characters
+    python -m edgeemb_bench.studies.static backends BUNDLE            # ONNX Gather graph vs numpy gather, 1 thread
+    python -m edgeemb_bench.studies.static throughput BUNDLE M2V_DIR  # sentences/s, p50, peak RSS, 1 core each
+    python -m edgeemb_bench.studies.static quality --static B --model2vec M2V_DIR [--sentence default]
+    python -m edgeemb_bench.studies.static words BUNDLE...            # analogy + word similarity (eval suite)
+    python -m edgeemb_bench.studies.static compose BUNDLE...          # CA8 + cwe with words composed of characters
 """
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
-def one_thread() -> None:
-    """Pin this process to one CPU and keep every library to one thread."""
-    for var in ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = "1"
-    os.environ["TOKENIZERS_PARALLELISM"] = "false"
-    try:
-        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-    except (AttributeError, OSError):
-        pass
-
-
-def en_sentences(n: int) -> list[str]:
-    """The first n sentences of en_corpus."""
-    out = []
-    with open(DATA / "en_corpus" / "en_sentences.tsv", encoding="utf-8") as f:
-        for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
-            out.append(row["sentence"])
-            if len(out) >= n:
-                break
-    return out
+from edgeemb_bench import data, probes
+from edgeemb_bench.duels import Contender, side_by_side
+from edgeemb_bench.harness import one_thread, percentile, ratio, rotations, round_ratios, spread, summarize
 
 
 def onnx_static_graph(model, path: Path) -> None:
@@ -91,17 +67,9 @@ def onnx_static_graph(model, path: Path) -> None:
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
-def timed(fn, reps: int) -> list[float]:
-    out = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t) * 1e3)
-    return out
-
-
 def cmd_backends(args) -> None:
-    """Single-query latency and batch throughput of the same static bundle under both backends."""
+    """Single-query latency and batch throughput of the same static bundle under both backends, in rotating
+    rounds on one pinned core (each round: every query, one batch call, 2,000 bare backend calls)."""
     import tempfile
 
     import edgeemb
@@ -114,76 +82,64 @@ def cmd_backends(args) -> None:
         onnx_static_graph(enc_np.backend, Path(tmp) / "static.onnx")
         backend = OnnxBackend(Path(tmp) / "static.onnx", 1, normalized=True)  # the graph ends in an L2 norm
     enc_onnx = Encoder(enc_np.path, enc_np.manifest, backend, enc_np.tokenizer, 1)
-    texts = en_sentences(args.n)
-    a, b = enc_np.encode(texts[:2000]), enc_onnx.encode(texts[:2000])
-    result = {"bundle": enc_np.name, "max_abs_diff": float(np.abs(a - b).max()), "n": len(texts)}
+    texts = data.sentences("en_corpus", 0, args.n)
     queries = texts[:2000]
+    a, b = enc_np.encode(queries), enc_onnx.encode(queries)  # also the warm-up: pages the table in
+    result = {"bundle": enc_np.name, "max_abs_diff": float(np.abs(a - b).max()), "n": len(texts),
+              "rounds": args.rounds, "machine": probes.machine()}
     encoders = {"numpy": enc_np, "onnx": enc_onnx}
-    lat = {k: [] for k in encoders}
-    tput = {k: [] for k in encoders}
-    run_only = {k: [] for k in encoders}
-    b = next(enc_np.tokenizer.batches(enc_np.tokenizer.tokenize([queries[0]]), 1, 1 << 20))
-    feed = {"input_ids": b.input_ids, "attention_mask": b.attention_mask}
-    for _ in range(args.rounds):  # interleaved rounds, best of each: the machine is shared and noisy
-        for label, enc in encoders.items():
-            lat[label].append(sorted(t for q in queries for t in timed(lambda q=q, enc=enc: enc.encode(q), 1)))
+    batch = next(enc_np.tokenizer.batches(enc_np.tokenizer.tokenize([queries[0]]), 1, 1 << 20))
+    feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
+    p50, p95, run_only, tput = ({k: [] for k in encoders} for _ in range(4))
+    for order in rotations(list(encoders), args.rounds):
+        for label in order:
+            enc = encoders[label]
+            ms = timed([lambda q=q, enc=enc: enc.encode(q) for q in queries])
+            p50[label].append(percentile(ms, 50))
+            p95[label].append(percentile(ms, 95))
             t = time.perf_counter()
             enc.encode(texts, batch_size=args.batch_size)
             tput[label].append(len(texts) / (time.perf_counter() - t))
-            run_only[label].append(sorted(timed(lambda enc=enc: enc.session.run(["sentence_embedding"], feed), 2000)))
+            bare = [lambda enc=enc: enc.backend.run(["sentence_embedding"], feed)] * 2000
+            run_only[label].append(percentile(timed(bare), 50))
     for label in encoders:
-        p50 = min(x[len(x) // 2] for x in lat[label])
-        p95 = min(x[int(len(x) * 0.95)] for x in lat[label])
-        result[label] = {"query_p50_ms": round(p50, 4), "query_p95_ms": round(p95, 4),
-                         "run_only_p50_ms": round(min(x[len(x) // 2] for x in run_only[label]), 4),
-                         "batch_sentences_per_s": round(max(tput[label])),
-                         "batch_rounds": [round(x) for x in tput[label]]}
+        result[label] = {"query_p50_ms": spread(p50[label]), "query_p95_ms": spread(p95[label]),
+                         "run_only_p50_ms": spread(run_only[label]), "batch_sentences_per_s": spread(tput[label])}
+    result["onnx_over_numpy_throughput"] = spread(round_ratios(tput["onnx"], tput["numpy"]))
     print(json.dumps(result, indent=2))
 
 
-def _throughput_child(kind: str, path: str, n: int, batch_size: int) -> dict:
-    one_thread()
-    texts = en_sentences(n)
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    t0 = time.perf_counter()
-    if kind == "edgeemb":
-        import edgeemb
-
-        model = edgeemb.load(path, threads=1)
-
-        def encode(x):  # the Encoder's defaults: batches of 32 texts, capped in padded tokens
-            return model.encode(x)
-    else:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        from model2vec import StaticModel
-
-        model = StaticModel.from_pretrained(path)
-
-        def encode(x):
-            return model.encode(x, batch_size=batch_size, show_progress_bar=False, use_multiprocessing=False)
-    load_ms = (time.perf_counter() - t0) * 1e3
-    encode(texts[:1000])
-    runs, dim = [], 0
-    for _ in range(3):
+def timed(calls: list) -> list[float]:
+    """ms of each call, in order."""
+    out = []
+    for fn in calls:
         t = time.perf_counter()
-        dim = encode(texts).shape[1]  # the output is dropped before the next run: one alive at a time
-        runs.append(len(texts) / (time.perf_counter() - t))
-    single = sorted(timed(lambda: encode([texts[0]]), 500))
-    return {"engine": kind, "sentences": len(texts), "dim": int(dim), "load_ms": round(load_ms, 1),
-            "sentences_per_s": round(float(np.median(runs))), "runs": [round(r) for r in runs],
-            "single_p50_ms": round(single[len(single) // 2], 4), "rss_before_load_mb": round(base, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+        fn()
+        out.append((time.perf_counter() - t) * 1e3)
+    return out
 
 
 def cmd_throughput(args) -> None:
-    """edgeemb static bundle vs model2vec, each in its own process pinned to one CPU."""
-    rows = []
-    for kind, path in (("edgeemb", args.bundle), ("model2vec", args.model2vec)):
-        code = (f"import json, sys; from edgeemb_bench.static_bench import _throughput_child as c; "
-                f"print(json.dumps(c({kind!r}, {path!r}, {args.n}, {args.batch_size})))")
-        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    print(json.dumps(rows, indent=2))
+    """edgeemb static bundle vs model2vec, each in a worker pinned to one core, interleaved rounds on the same
+    sentences after a warm-up pass over all of them; edgeemb at the Encoder's default batch (32 texts, capped in
+    padded tokens), model2vec at its own (1024) with use_multiprocessing=False."""
+    texts = data.sentences("en_corpus", 0, args.n)
+    contenders = [Contender("edgeemb", "edgeemb", {"bundle": args.bundle, "threads": 1}, batch_size=32),
+                  Contender("model2vec", "model2vec", {"path": args.model2vec}, batch_size=args.batch_size)]
+    rows, failed = side_by_side(contenders, texts[:args.queries], args.rounds, {"natural": texts}, texts,
+                                label="static throughput")
+    if failed:
+        sys.exit(f"static throughput: {failed}")
+    ours, theirs = rows["edgeemb"], rows["model2vec"]
+    out = {"sentences": len(texts), "rounds": args.rounds, "machine": probes.machine(), "engines": {
+        name: {"load_s": r["load_s"], "sentences_per_s": r["throughput"]["natural"],
+               "sentences_per_s_spread": spread(r["throughput_rounds"]["natural"]),
+               "single": summarize(r["latency_samples"]), "single_p50_spread": spread(r["latency_round_p50"]),
+               "peak_rss_mb": r["peak_rss_mb"]} for name, r in rows.items()},
+        "throughput_ratio": ratio(ours["throughput"]["natural"], theirs["throughput"]["natural"]),
+        "throughput_ratio_spread": spread(round_ratios(ours["throughput_rounds"]["natural"],
+                                                       theirs["throughput_rounds"]["natural"]))}
+    print(json.dumps(out, indent=2))
 
 
 def cmd_quality(args) -> None:
@@ -230,7 +186,7 @@ def cmd_compose(args) -> None:
     composing words from characters (what encode() does) covers them all. Analogy candidates: every word of
     the analogy files, composed the same way; the three query words are excluded (3CosAdd)."""
     import edgeemb
-    from edgeemb.eval import data
+    from edgeemb.eval import data as eval_data
     from edgeemb.eval.metrics import analogy_3cosadd, spearman
 
     out = {}
@@ -238,13 +194,13 @@ def cmd_compose(args) -> None:
         enc = edgeemb.load(bundle)
         res = {}
         for name in ("cwe_240", "cwe_297"):
-            pairs = data.load_wordsim(name)
+            pairs = eval_data.load_wordsim(name)
             A, B = enc.encode([p[0] for p in pairs]), enc.encode([p[1] for p in pairs])
             ok = (np.abs(A).sum(1) > 0) & (np.abs(B).sum(1) > 0)
             cos = (A * B).sum(1)[ok]
             res[name] = {"spearman": round(100 * spearman(cos, [p[2] for p, k in zip(pairs, ok) if k]), 2),
                          "coverage": round(float(ok.mean()), 4), "n": len(pairs)}
-        questions = data.load_analogy("ca8")
+        questions = eval_data.load_analogy("ca8")
         vocab = sorted({w for q in questions for w in q[1:]})
         E = enc.encode(vocab)
         known = np.abs(E).sum(1) > 0
@@ -259,7 +215,7 @@ def cmd_compose(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="static_bench", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="studies.static", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("backends")
     b.add_argument("bundle")
@@ -271,6 +227,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("bundle")
     t.add_argument("model2vec")
     t.add_argument("--n", type=int, default=50000)
+    t.add_argument("--queries", type=int, default=500, help="single-query latency on the first N sentences")
+    t.add_argument("--rounds", type=int, default=5)
     t.add_argument("--batch-size", type=int, default=1024, help="model2vec's batch size (its default)")
     t.set_defaults(func=cmd_throughput)
     q = sub.add_parser("quality")

@@ -1,12 +1,13 @@
-"""LLM encoders on the edge: size, one-thread latency, throughput and peak RSS next to stories260K and MiniLM.
+"""LLM encoder study (docs/results/llm.md): size, one-thread latency, throughput, peak RSS beside MiniLM.
 
 A model with the exact shape of Qwen3-0.6B (config written here, random weights) is exported int8 and
 int4 (int4 also re-run with MatMulNBits accuracy_level 4); stories260K (real weights, llama2.c) likewise;
-the MiniLM default bundle is measured as it is. Each measurement runs in a fresh worker process
-(benchmarks/worker.py) whose peak RSS is read from outside (/proc/<pid>/status VmHWM).
+the MiniLM default bundle is measured as it is. Each measurement runs in a fresh harness Worker whose peak
+RSS is read from outside (probes.peak_rss_mb: /proc/<pid>/status VmHWM).
 
-    .venv/bin/python -m edgeemb_bench.llm_feasibility               # export what is missing, then measure
-    .venv/bin/python -m edgeemb_bench.llm_feasibility --arch-parity # the tiny-architecture parity table
+    .venv/bin/python -m edgeemb_bench.studies.llm                 # export what is missing, then measure
+    .venv/bin/python -m edgeemb_bench.studies.llm --arch-parity   # the tiny-architecture parity table
+    .venv/bin/python -m edgeemb_bench.studies.llm --matmul-micro  # one MatMul: int8 vs int4 variants
 
 Exports go to .cache/edgeemb/bench-llm/ (the Qwen3-shaped export needs ~8 GB RAM and ~3 GB of temporary disk).
 """
@@ -14,18 +15,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+from edgeemb_bench import data, probes
+from edgeemb_bench.cache import CHECKOUT
+from edgeemb_bench.harness import Worker, summarize
+from edgeemb_bench.peers import shared_models
 
 from edgeemb.paths import default_bundle_path, home
 
-ROOT = Path(__file__).resolve().parent.parent
-STORIES = ROOT.parent / "shared" / "models" / "stories260K"
 EDGE_MS, EDGE_MB = 100.0, 500.0
 # Qwen3-0.6B's config.json, by hand: 28 layers, hidden 1024, 16 query / 8 KV heads of 128, MLP 3072,
 # 151936 tokens, tied embeddings
@@ -83,11 +88,12 @@ def export_stories(out_dir: Path) -> dict[str, Path]:
     """stories260K (llama2.c) -> fp32, int8, int4 bundles."""
     from edgeemb_export.llm import LLMOptions, export_llm
 
+    stories = shared_models() / "stories260K"
     bundles = {}
     for q in ("none", "int8", "int4"):
         out = out_dir / f"stories260K-{q}"
         if not (out / "edgeemb.json").is_file():
-            export_llm(STORIES / "stories260K.bin", out, LLMOptions(quantization=q), name=out.name,
+            export_llm(stories / "stories260K.bin", out, LLMOptions(quantization=q), name=out.name,
                        check=False, force=True)
         bundles[q] = out
     return bundles
@@ -133,22 +139,17 @@ def text_of_tokens(tokenizer, n: int) -> tuple[str, int]:
 
 
 def batch_texts(n: int) -> list[str]:
-    """Real mixed-length English sentences: the shared corpus when present, else the sample corpus."""
-    corpus = ROOT.parent / "shared" / "data" / "en_corpus" / "en_sentences.tsv"
-    if corpus.is_file():
-        with open(corpus, encoding="utf-8") as f:
-            next(f)
-            rows = [line.rstrip("\n").partition("\t")[2] for _, line in zip(range(n * 3), f)]
-        return [r for r in rows if r][:n]
-    from edgeemb_export.parity import parity_sentences
+    """Real mixed-length English sentences: the first n of en_corpus when present, else the sample corpus."""
+    try:
+        return data.sentences("en_corpus", 0, n)
+    except data.DataMissing:
+        from edgeemb_export.parity import parity_sentences
 
-    return parity_sentences()[:n]
+        return parity_sentences()[:n]
 
 
 def measure(bundle: Path, reps: int, batch_n: int) -> dict:
     """Size, load, one-thread single-query latency (16/128 tokens), batch throughput and peak RSS."""
-    from edgeemb_bench.harness import Worker, summarize
-
     import edgeemb
 
     manifest = edgeemb.read_manifest(bundle)
@@ -168,7 +169,7 @@ def measure(bundle: Path, reps: int, batch_n: int) -> dict:
             ms = w.call("latency", texts=[text] * reps, warmup=1)["ms"]
             result[key] = {k: round(v, 2) if isinstance(v, float) else v for k, v in summarize(ms).items()}
     finally:
-        result["peak_rss_query_mb"] = peak_rss(w)
+        result["peak_rss_query_mb"] = round(w.stop() or float("nan"), 1)
     w = Worker(sys.executable, f"{bundle.name} batch").start()
     try:
         w.call("load", engine="edgeemb", spec={"bundle": str(bundle), "threads": 1})
@@ -177,7 +178,7 @@ def measure(bundle: Path, reps: int, batch_n: int) -> dict:
                                 "texts_per_s": round(len(batch) / run["seconds"], 2),
                                 "tokens_per_s": round(tokens / run["seconds"], 1)}
     finally:
-        result["peak_rss_batch_mb"] = peak_rss(w)
+        result["peak_rss_batch_mb"] = round(w.stop() or float("nan"), 1)
     fast = result["latency_16"]["p95"] < EDGE_MS and result["latency_128"]["p95"] < EDGE_MS
     small = max(result["peak_rss_query_mb"], result["peak_rss_batch_mb"]) < EDGE_MB
     result["meets_edge_rule"] = bool(fast and small)
@@ -194,16 +195,6 @@ def bundle_tokenizer(bundle: Path, manifest):
                          t.get("padding_side", "right"), eos)
 
 
-def peak_rss(worker) -> float:
-    """The worker's VmHWM read from /proc just before it quits, in MB.
-
-    Not wait4's ru_maxrss: that survives exec and so counts the parent's size at fork.
-    """
-    hwm = worker.hwm_mb()
-    worker.stop()
-    return round(hwm, 1) if hwm is not None else float("nan")
-
-
 def agreement(a: Path, b: Path, texts: list[str]) -> float:
     """Min cosine between two bundles' vectors (same model, different graphs)."""
     import edgeemb
@@ -217,16 +208,12 @@ def agreement(a: Path, b: Path, texts: list[str]) -> float:
 
 def arch_parity() -> list[dict]:
     """The tests' tiny random decoders and encoders: fp32 vs torch (left/right padding), int8/int4 vs fp32."""
-    import subprocess
-
-    script = ROOT / "tests" / "test_llm.py"
+    tests = CHECKOUT / "tests"
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "slow or not slow", "-p", "no:cacheprovider",
-           str(script), str(ROOT / "tests" / "test_sentence_archs.py"), "-k", "stay_close or padd"]
+           str(tests / "test_llm.py"), str(tests / "test_sentence_archs.py"), "-k", "stay_close or padd"]
     env = {"EDGEEMB_PARITY_REPORT": str(home() / "bench-llm" / "arch_parity.jsonl")}
     Path(env["EDGEEMB_PARITY_REPORT"]).parent.mkdir(parents=True, exist_ok=True)
     Path(env["EDGEEMB_PARITY_REPORT"]).unlink(missing_ok=True)
-    import os
-
     subprocess.run(cmd, check=True, env={**os.environ, **env})
     return [json.loads(line) for line in Path(env["EDGEEMB_PARITY_REPORT"]).read_text().splitlines()]
 
@@ -295,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     only = set(args.only.split(","))
     out = Path(args.out)
     results = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}  # --only updates a part
-    results.update({"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
+    results.update({"machine": probes.machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")})
     if "minilm" in only:
         results["minilm-int8"] = measure(default_bundle_path("default"), reps=50, batch_n=256)
     if "stories" in only:
@@ -308,20 +295,10 @@ def main(argv: list[str] | None = None) -> int:
         for path in qwen.values():
             results[path.name] = measure(path, reps=5, batch_n=16)
         results["int4_acc4_vs_acc0_min_cosine"] = agreement(qwen["int4"], qwen["int4-acc4"], PARITY_TEXTS)
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     print(json.dumps(results, indent=2, ensure_ascii=False))
     return 0
-
-
-def machine() -> dict:
-    """CPU model, cores and load when the run started (the machine is shared: load matters)."""
-    import os
-    import platform
-
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                   platform.processor())
-    return {"cpu": cpu, "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0]}
 
 
 if __name__ == "__main__":
