@@ -1,8 +1,7 @@
-"""Index subcommands: `index build` (plain or hybrid) and `search` (one opening of the index per call)."""
+"""Index subcommands: `index build` (plain or hybrid, streamed, resumable) and `search` (one opening per call)."""
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -15,14 +14,21 @@ def add_parsers(sub, export_sub) -> None:
     b = isub.add_parser("build", help="embed a corpus (.txt, .jsonl, .tsv) into an index folder")
     b.add_argument("bundle", nargs="?", default=None, help="bundle folder, 'default' or 'default-static' "
                    "(default: the embedded default; leave out with --coarse/--fine)")
-    b.add_argument("corpus", help=".txt (one doc per line), .jsonl (text field) or .tsv (header with text column)")
+    b.add_argument("corpus", help=".txt (one doc per line, split at \\n only), .jsonl (text field) or .tsv (header "
+                   "with a text column); a line holds at most --max-doc-bytes")
     b.add_argument("--coarse", default=None, help="hybrid index: bundle whose vectors go in the HNSW graph")
     b.add_argument("--fine", default=None, help="hybrid index: bundle whose int8 vectors re-score the candidates")
     b.add_argument("--coarse-dim", type=int, default=None, help="hybrid: keep the first N coarse dims (smaller graph)")
     b.add_argument("--no-lexical", action="store_true", help="hybrid: no BM25 keyword index (the graph recalls all)")
-    b.add_argument("-o", "--out", required=True, help="index folder to create")
+    b.add_argument("-o", "--out", required=True, help="index folder to create (new or empty; built beside it in "
+                   ".OUT.partial and moved in place when complete)")
     b.add_argument("--text-field", default="text", help="column or JSON field holding the text (default: text)")
-    b.add_argument("--force", action="store_true", help="replace an existing index folder")
+    b.add_argument("--force", action="store_true", help="replace an existing index (refused while another process "
+                   "has it open for writing; other files in the folder are kept)")
+    b.add_argument("--resume", action="store_true", help="continue an interrupted build (.OUT.partial), skipping the "
+                   "documents whose ids it already holds")
+    b.add_argument("--max-doc-bytes", type=int, default=None, metavar="N",
+                   help="longest corpus line accepted, in bytes (default 1048576); longer lines are an error")
     b.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: physical cores)")
     b.set_defaults(func=cmd_index_build)
 
@@ -50,50 +56,65 @@ def bundle_ref(arg: str | None, folder: Path) -> str:
 
 
 def cmd_index_build(args) -> int:
-    from ..corpus import read_corpus
+    from ..corpus import MAX_LINE_BYTES, CorpusReader
     from ..encode.encoder import load
-    from ..errors import IndexStoreError, InputError
-    from ..search.index import STORE, Index
+    from ..errors import CorpusError, InputError
+    from ..search.build import FolderBuild
+    from ..search.index import Index
 
-    out = Path(args.out)
-    if (out / STORE).exists():
-        if not args.force:
-            raise IndexStoreError(f"{out} already holds an index; pass --force to replace it")
-        shutil.rmtree(out)
-    corpus = read_corpus(args.corpus, text_field=args.text_field)
-    if args.coarse or args.fine:
-        return build_hybrid(args, corpus)
-    if args.no_lexical:
+    hybrid = bool(args.coarse or args.fine)
+    if hybrid and (args.bundle is not None or not (args.coarse and args.fine)):
+        raise InputError("a hybrid index needs both --coarse and --fine (and no BUNDLE argument)")
+    if args.no_lexical and not hybrid:
         raise InputError("--no-lexical is for a hybrid index (--coarse and --fine)")
-    enc = load(args.bundle, threads=args.threads)
-    start = time.perf_counter()
-    with Index.create(out, enc, capacity=len(corpus.texts), bundle_ref=bundle_ref(args.bundle, enc.path)) as index:
-        index.add(corpus.texts, ids=corpus.ids, metadata=corpus.metadata, show_progress=True)
-        n = len(index)
-    skipped = f", {corpus.skipped_empty} empty lines skipped" if corpus.skipped_empty else ""
+    reader = CorpusReader(args.corpus, text_field=args.text_field, max_line_bytes=args.max_doc_bytes or MAX_LINE_BYTES)
+    with FolderBuild(args.out, force=args.force, resume=args.resume) as build:
+        stats = reader.scan()  # every line checked before anything is written
+        if stats.docs == 0:
+            raise CorpusError(f"{args.corpus}: no documents ({stats.skipped_empty} empty lines skipped); nothing was "
+                              f"built")
+        start = time.perf_counter()
+        if hybrid:
+            return build_hybrid(args, build, reader, stats, start)
+        enc = load(args.bundle, threads=args.threads)
+
+        def make(path: Path, exists: bool):
+            if exists:
+                return Index.open(path, enc, threads=args.threads or 1)
+            return Index.create(path, enc, capacity=stats.docs, bundle_ref=bundle_ref(args.bundle, enc.path),
+                                threads=args.threads or 1)
+
+        report = build.run(make, reader, stats.docs)
+    skipped = f", {stats.skipped_empty} empty lines skipped" if stats.skipped_empty else ""
     truncated = f", {enc.truncated} truncated to {enc.manifest.max_length} tokens" if enc.truncated else ""
-    print(f"indexed {n} documents into {out} in {time.perf_counter() - start:.1f} s{skipped}{truncated}")
+    print(f"indexed {report.count} documents into {args.out} in {time.perf_counter() - start:.1f} s"
+          f"{resumed(report)}{skipped}{truncated}")
     return 0
 
 
-def build_hybrid(args, corpus) -> int:
+def resumed(report) -> str:
+    """The note a resumed build adds to its summary."""
+    return f" (resumed: {report.skipped} were already there, {report.added} added now)" if report.resumed else ""
+
+
+def build_hybrid(args, build, reader, stats, start: float) -> int:
     """`index build --coarse A --fine B`: coarse vectors in the graph, fine int8 vectors beside the store."""
     from ..encode.encoder import load
-    from ..errors import InputError
     from ..search.hybrid import HybridRetriever
 
-    if args.bundle is not None or not (args.coarse and args.fine):
-        raise InputError("a hybrid index needs both --coarse and --fine (and no BUNDLE argument)")
     coarse, fine = load(args.coarse, threads=args.threads), load(args.fine, threads=args.threads)
-    start = time.perf_counter()
-    with HybridRetriever(coarse, fine, args.out, coarse_dim=args.coarse_dim, threads=args.threads or 1,
-                         coarse_ref=bundle_ref(args.coarse, coarse.path), fine_ref=bundle_ref(args.fine, fine.path),
-                         lexical=not args.no_lexical) as h:
-        h.add(corpus.texts, ids=corpus.ids, metadata=corpus.metadata, show_progress=True)
-        n = len(h)
-    print(f"indexed {n} documents into {args.out} (hybrid: coarse {coarse.name} dim {h.coarse_dim}, fine "
-          f"{fine.name} int8, {'no keywords' if h.lexical is None else 'BM25 keywords'}) in "
-          f"{time.perf_counter() - start:.1f} s")
+
+    def make(path: Path, exists: bool):
+        return HybridRetriever(coarse, fine, path, coarse_dim=args.coarse_dim, threads=args.threads or 1,
+                               coarse_ref=bundle_ref(args.coarse, coarse.path),
+                               fine_ref=bundle_ref(args.fine, fine.path), lexical=not args.no_lexical)
+
+    made = []
+    report = build.run(lambda p, e: made.append(make(p, e)) or made[-1], reader, stats.docs)
+    h = made[-1]
+    print(f"indexed {report.count} documents into {args.out} (hybrid: coarse {coarse.name} dim {h.coarse_dim}, "
+          f"fine {fine.name} int8, {'no keywords' if h.lexical is None else 'BM25 keywords'}) in "
+          f"{time.perf_counter() - start:.1f} s{resumed(report)}")
     return 0
 
 
@@ -101,7 +122,9 @@ def cmd_search(args) -> int:
     from ..encode.encoder import load
     from ..errors import InputError
     from ..search.index import Index
+    from ..search.validate import parse_queries
 
+    parse_queries(args.query, 1)  # an empty query or invalid Unicode in argv: say so before loading anything
     index = Index.open(args.index, load(args.bundle, threads=args.threads) if args.bundle else None,
                        read_only=True, threads=args.threads or 1)
     try:

@@ -1,7 +1,7 @@
 """Tokenisation and batching: length-sorted, padded to the longest in a batch, capped by total tokens."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,14 +32,24 @@ class Tokenized:
     truncated: int
 
 
-def check_texts(texts: Sequence[str]) -> list[str]:
-    """Accept a list of str (empty strings allowed); reject None and non-str items by position."""
-    if isinstance(texts, (str, bytes)) or not isinstance(texts, Sequence):
+def check_texts(texts: Iterable[str]) -> list[str]:
+    """Accept a list (or any iterable but a str, bytes or dict) of str, empty strings allowed; reject None,
+    non-str items and texts that are not valid Unicode (lone surrogates, which tokenizers cannot take) by position."""
+    if isinstance(texts, (str, bytes, bytearray, Mapping)) or not isinstance(texts, Iterable):
         raise InputError(f"texts must be a list of str, got {type(texts).__name__}")
-    for i, t in enumerate(texts):
+    out = list(texts)
+    for i, t in enumerate(out):
         if not isinstance(t, str):
             raise InputError(f"texts[{i}] is {type(t).__name__}, expected str (None is not a text)")
-    return list(texts)
+        if type(t) is not str:  # a str subclass (numpy.str_): tokenizers wants plain str
+            out[i] = t = str(t)
+        if not t.isascii():
+            try:
+                t.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InputError(f"texts[{i}] is not valid Unicode: a lone surrogate {t[exc.start]!r} at character "
+                                 f"{exc.start} (decode input with errors='replace', or fix its source)") from None
+    return out
 
 
 class TextTokenizer:

@@ -28,6 +28,7 @@ from ..similarity import top_k
 from .index import STORE, Hit, Index
 from .int8rows import Int8Rows
 from .lexical import LexicalIndex
+from .validate import as_matrix, check_ef, parse_queries, positive_int
 
 FINE_FILE = "fine.i8"
 LEXICAL_FILE = "lexical.bm25"
@@ -116,16 +117,29 @@ class HybridRetriever:
         self.close()
 
     def close(self) -> None:
-        """Save what changed, close the store and drop the memory map (and a temporary folder)."""
+        """Save what changed, close the store and drop the memory map (and a temporary folder).
+
+        Everything is closed and the writer lock released even when a save fails (a full disk); the error then
+        names what was not saved. Documents are never among it: they are durable when add returns."""
+        unsaved = []
         try:
             if not self.index.closed and not self.index.read_only and self._tmp is None:
-                self._save_lexical()
-            self.index.close()
+                try:
+                    self._save_lexical()
+                except (IndexStoreError, OSError) as exc:
+                    unsaved.append(f"the keyword index ({exc}; it is rebuilt from the stored documents on the next "
+                                   f"open)")
+            try:
+                self.index.close()
+            except (IndexStoreError, OSError) as exc:
+                unsaved.append(f"the graph ({exc}; it is repaired from the store on the next open)")
         finally:
             self.fine_rows.close()
             if self._tmp is not None:
                 self._tmp.cleanup()
                 self._tmp = None
+        if unsaved:
+            raise IndexStoreError(f"{self.path} is closed, but not saved: {'; '.join(unsaved)}")
 
     # -- writing ------------------------------------------------------------------------------------------
     def add(self, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict] | None = None,
@@ -137,7 +151,7 @@ class HybridRetriever:
                     metadata: Sequence[dict] | None = None, batch_size: int = 4096,
                     show_progress: bool = False) -> list[str]:
         """Add documents whose coarse and fine vectors were computed elsewhere (same bundles, document side)."""
-        coarse, fine = np.asarray(coarse, np.float32), np.asarray(fine, np.float32)
+        coarse, fine = as_matrix(coarse, "coarse vectors"), as_matrix(fine, "fine vectors")
         n = len(texts) if isinstance(texts, (list, tuple)) else -1
         if coarse.shape not in ((n, self.coarse.dim), (n, self.coarse_dim)) or fine.shape != (n, self.fine.dim):
             raise InputError(f"vectors have shapes {coarse.shape} and {fine.shape}, expected ({n}, {self.coarse.dim}) "
@@ -150,17 +164,25 @@ class HybridRetriever:
         """Add or replace documents by id (must_exist: every id must already be there)."""
         return self._write(texts, ids, metadata, batch_size, False, True, must_exist)
 
-    def delete(self, ids: Sequence[str], missing_ok: bool = False) -> int:
-        """Delete documents by id (an unknown id is an error unless missing_ok). Their fine rows become dead."""
-        if not isinstance(ids, str):  # (a str is refused by Index.delete)
-            ids = list(ids)
+    def delete(self, ids: Sequence[str] | None = None, missing_ok: bool = False, *,
+               filter: dict[str, Any] | None = None) -> int:
+        """Delete documents by id or by filter (an unknown id is an error unless missing_ok). Their fine rows
+        become dead."""
         with self.index.writing():
-            labels = [] if isinstance(ids, str) else list(self.index.store.labels_of(list(dict.fromkeys(ids))).values())
-            n = self.index.delete(ids, missing_ok=missing_ok)
+            labels = self.index.resolve_delete(ids, filter, missing_ok)
+            n = self.index.delete_labels(labels)
             if self.lexical is not None and n:
                 self.lexical.delete(labels)
                 self._lexical_dirty = True
         return n
+
+    def update(self, ids: Sequence[str], metadata: dict | Sequence[dict]) -> int:
+        """Merge metadata into stored documents without re-encoding them (Index.update)."""
+        return self.index.update(ids, metadata)
+
+    def count(self) -> int:
+        """Number of stored documents."""
+        return len(self.index)
 
     def save(self) -> None:
         """Save the coarse graph and the keyword index (documents and fine rows are durable as soon as add
@@ -172,9 +194,9 @@ class HybridRetriever:
         """Rebuild the coarse graph without tombstones when due (or forced)."""
         return self.index.compact(force)
 
-    def get(self, id: str) -> Hit | None:
-        """The stored document with this id, or None."""
-        return self.index.get(id)
+    def get(self, ids: str | Sequence[str]) -> Hit | None | list[Hit | None]:
+        """The stored document with this id, or None; a list of ids gives a list."""
+        return self.index.get(ids)
 
     # -- reading ------------------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, candidates: int = 100, rerank: str = "stored",
@@ -189,12 +211,11 @@ class HybridRetriever:
         """
         if not isinstance(query, str):
             raise InputError(f"query must be a str, got {type(query).__name__}")
+        parse_queries(query, self.coarse_dim)  # an empty query, a lone surrogate: InputError
         if rerank not in RERANK_MODES:
             raise InputError(f"rerank must be one of {', '.join(RERANK_MODES)}, got {rerank!r}")
-        for name, value in (("k", k), ("candidates", candidates)):
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise InputError(f"{name} must be a positive int, got {value!r}")
-        n = max(int(candidates), int(k))
+        k, candidates, ef = positive_int("k", k), positive_int("candidates", candidates), check_ef(ef)
+        n = max(candidates, k)
         t = [time.perf_counter()]
         cq = self._coarse([query], query=True)[0]
         t.append(time.perf_counter())

@@ -1,25 +1,22 @@
 """Index: the facade over a document store (the truth) and a nearest-neighbour graph derived from it.
 
-Durability: every add/upsert/delete is one store transaction, acknowledged when it returns. The graph is saved
-as graph.<generation>.bin (temp file, size checked, fsync, rename), then the store records the new generation and
-the file's size in one transaction. On open, the graph named by the store is loaded and reconciled with the
+Durability: every add/upsert/update/delete is one store transaction, acknowledged when it returns. The graph is
+saved as graph.<generation>.bin (temp file, size checked, fsync, rename), then the store records the new generation
+and the file's size in one transaction. On open, the graph named by the store is loaded and reconciled with the
 store: labels missing from the graph are re-added from stored vectors, labels gone from the store are marked
 deleted; a missing or damaged graph is rebuilt from the store. Labels are never reused (an upsert gets a fresh
 label and tombstones the old one), so a stale vector can never hide behind a live label. A crash at any point
-leaves a state that opens to exactly the acknowledged documents.
+(inside create too: its schema and settings are one transaction) leaves a state that opens to exactly the
+acknowledged documents.
 
 Concurrency: in one process, any number of threads may search while one writes (an RWLock keeps hnswlib
 writes away from running queries; a second writer waits). Across processes, one writer at a time (an flock
 on `writer.lock`); other processes open with read_only=True and see the snapshot of the moment they opened
-(call refresh() to move on).
-
-Filters (search/filters.py) are an indexed lookup in the store; a selective filter is answered exactly over the
-allowed vectors (ExactGraph), a broad one by hnswlib with the allowed set as its filter, so k results come back
-whenever k documents match.
+(call refresh() to move on). Filters (filters.py) are an indexed lookup in the store; a selective one is answered
+exactly (ExactGraph), a broad one by hnswlib with the allowed set, so k results come back whenever k match.
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -27,25 +24,31 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import fsync_dir
 from ..encode.batching import check_texts
-from ..errors import IndexMismatchError, IndexStoreError, InputError
+from ..errors import IndexStoreError, InputError
 from ..progress import Progress
-from .filters import facets, filter_labels
+from . import lifecycle
+from .documents import check_all, chunks, facet_rows, fill_in, merged_metadata
+from .filters import filter_labels
+from .generations import new_graph, reconcile, remove_stale, save_generation
 from .graph import ExactGraph, GraphShort, HnswGraph
-from .locks import RWLock, release, writer_lock
-from .store import INDEX_FORMAT, STORE, DocStore, Hit, NewDocs
+from .locks import RWLock, release
+from .store import INDEX_FORMAT, STORE, DocStore, Hit, NewDocs, UnfinishedStore, crash_point
+from .validate import (
+    as_matrix,
+    check_ef,
+    check_id_list,
+    check_metadata,
+    check_vectors,
+    parse_queries,
+    positive_int,
+)
 
 BRUTE_FORCE_LIMIT = 4096  # filters allowing at most this many documents (or 2% of them) are answered exactly
 GRAPH_CHUNK = 256  # documents added to the graph per exclusive-lock hold, so queries interleave with a big add
 
 __all__ = ["INDEX_FORMAT", "STORE", "Hit", "Index", "check_encoder"]
-
-
-def _crash_point(name: str) -> None:
-    """Test hook: EDGEEMB_CRASH_AT=<name> kills the process here, as a power cut would."""
-    if os.environ.get("EDGEEMB_CRASH_AT") == name:
-        os._exit(137)
+check_encoder = lifecycle.check_encoder
 
 
 class Index:
@@ -81,32 +84,24 @@ class Index:
     @classmethod
     def create(cls, path: str | Path, encoder=None, dim: int | None = None, M: int = 16, ef_construction: int = 200,
                ef_search: int = 64, capacity: int = 1024, bundle_ref: str | None = None,
-               compact_threshold: float = 0.3, threads: int = 1, extra_meta: dict[str, Any] | None = None) -> Index:
-        """Create an empty index folder for `encoder`'s vectors (or raw vectors of `dim`)."""
+               compact_threshold: float = 0.3, threads: int = 1, extra_meta: dict[str, Any] | None = None,
+               exist_ok: bool = False) -> Index:
+        """Create an empty index in a new or empty folder for `encoder`'s vectors (or raw vectors of `dim`).
+
+        exist_ok: open the index already there instead, if it was built with the same bundle (or dim) and
+        kind; it keeps its own settings. A folder holding other files, or a bundle, is refused.
+        """
         path = Path(path)
-        if (path / STORE).exists():
-            raise IndexStoreError(f"{path} already holds an index; open it with Index.open")
-        if encoder is None and not dim:
-            raise InputError("Index.create needs an encoder or a dim")
-        if not 0 < compact_threshold <= 1:
-            raise InputError(f"compact_threshold must be in (0, 1], got {compact_threshold}")
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise IndexStoreError(f"cannot create index folder {path} ({exc.strerror or exc})") from None
-        meta = {"format": INDEX_FORMAT, "dim": encoder.dim if encoder is not None else int(dim), "space": "cosine",
-                "M": M, "ef_construction": ef_construction, "ef_search": ef_search, "generation": 0,
-                "graph_size": 0, "next_label": 0, "compact_threshold": compact_threshold,
-                "bundle_id": encoder.manifest.bundle_id if encoder is not None else "",
-                "bundle_name": encoder.manifest.name if encoder is not None else "",
-                "bundle_ref": bundle_ref or (str(Path(encoder.path).resolve()) if encoder is not None else "")}
-        meta.update(extra_meta or {})
-        lock_fd = writer_lock(path)
-        try:
-            store = DocStore.create(path, meta)
-        except BaseException:
-            release(lock_fd)
-            raise
+        meta = lifecycle.settings(encoder, dim, M, ef_construction, ef_search, bundle_ref, compact_threshold,
+                                  capacity, extra_meta)
+        if exist_ok and (path / STORE).is_file():
+            try:
+                index = cls.open(path, encoder, threads=threads)
+            except UnfinishedStore:
+                pass  # created below, replacing the unfinished one
+            else:
+                return lifecycle.same_kind(index, meta)
+        store, lock_fd = lifecycle.create_store(path, meta)
         graph = HnswGraph.new(meta["dim"], M, ef_construction, ef_search, capacity)
         return cls(path, store, graph, encoder, threads=threads, lock_fd=lock_fd)
 
@@ -114,38 +109,19 @@ class Index:
     def open(cls, path: str | Path, encoder=None, read_only: bool = False, threads: int = 1) -> Index:
         """Open an index folder, check it matches `encoder`, and repair the graph from the store if they differ.
 
-        read_only: never writes (safe next to a writer in another process); sees the store as of opening.
+        read_only: never writes (safe next to a writer in another process, or on read-only media); sees the
+        store as of opening.
         """
         path = Path(path)
-        if not (path / STORE).is_file():
-            raise IndexStoreError(f"no index at {path} ({STORE} missing)")
-        lock_fd = None if read_only else writer_lock(path)
-        store = None
-        try:
-            for attempt in range(5):
-                store = DocStore.open(path, read_only)
-                graph = _load_graph(path, store.meta)
-                # a writer may have saved a newer generation and removed ours since we read the store: retry
-                if graph is not None or not read_only or int(store.meta["generation"]) == 0 or attempt == 4:
-                    break
-                store.close()
-            if encoder is not None:
-                check_encoder(store.meta, encoder, path)
-        except BaseException:
-            if store is not None:
-                store.close()
-            release(lock_fd)
-            raise
-        if graph is None:
-            graph = _new_graph(store.meta, 1024)
+        store, graph, lock_fd = lifecycle.open_store(path, read_only, encoder)
         index = cls(path, store, graph, encoder, read_only=read_only, threads=threads, lock_fd=lock_fd)
-        index._reconcile()
+        index.repaired, index._dirty = reconcile(store, graph, index.threads)
         if not read_only:
-            index._remove_stale_files()
+            remove_stale(path, store.meta)
         return index
 
     def close(self) -> None:
-        """Save the graph if it changed (writers) and close the store."""
+        """Save the graph if it changed (writers) and close the store; the lock is released even if saving fails."""
         if self.store.closed:
             return
         try:
@@ -175,6 +151,10 @@ class Index:
     def __len__(self) -> int:
         return self._count
 
+    def count(self) -> int:
+        """Number of stored documents (chroma's count(), the same as len())."""
+        return self._count
+
     @property
     def encoder(self):
         """The encoder for texts: the one given, else the bundle this index records (loaded once, checked)."""
@@ -191,14 +171,18 @@ class Index:
         return self._encoder
 
     # -- writing ------------------------------------------------------------------------------------------
-    def add(self, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict] | None = None,
+    def add(self, texts: Iterable[str], ids: Iterable[str] | None = None, metadata: Iterable[dict] | None = None,
             batch_size: int = 512, show_progress: bool = False) -> list[str]:
-        """Encode and add documents; each chunk of batch_size is one transaction. Returns their ids."""
+        """Encode and add documents; each chunk of batch_size is one transaction. Returns their ids.
+
+        texts may be any iterable (a generator streams: only one chunk is held at a time). A list is checked
+        whole before anything is written; a stream chunk by chunk (chunks before a bad one stay stored)."""
         return self._encode_and_insert(texts, ids, metadata, batch_size, show_progress, "add", False)
 
-    def upsert(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None,
+    def upsert(self, texts: Iterable[str], ids: Iterable[str], metadata: Iterable[dict] | None = None,
                must_exist: bool = False, batch_size: int = 512) -> list[str]:
-        """Encode and add or replace documents by id (must_exist: every id must already be there)."""
+        """Encode and add or replace documents by id (must_exist: every id must already be there).
+        Without metadata, documents already stored keep theirs."""
         return self._encode_and_insert(texts, ids, metadata, batch_size, False, "upsert", must_exist)
 
     def add_vectors(self, vectors: np.ndarray, texts: Sequence[str], ids: Sequence[str] | None = None,
@@ -211,7 +195,7 @@ class Index:
         """
         with self._writer:
             texts, ids, metas = self.check_documents(texts, ids, metadata, "add", False)
-            self._insert(self._check_vectors(vectors, len(texts)), texts, ids, metas, False, before_commit)
+            self._insert(check_vectors(vectors, len(texts), self.dim), texts, ids, metas, False, before_commit)
         return ids
 
     def upsert_vectors(self, vectors: np.ndarray, texts: Sequence[str], ids: Sequence[str],
@@ -220,32 +204,64 @@ class Index:
         """Add or replace documents by id with precomputed vectors, in one transaction."""
         with self._writer:
             texts, ids, metas = self.check_documents(texts, ids, metadata, "upsert", must_exist)
-            self._insert(self._check_vectors(vectors, len(texts)), texts, ids, metas, True, before_commit)
+            self._insert(check_vectors(vectors, len(texts), self.dim), texts, ids, metas, True, before_commit)
         return ids
 
-    def delete(self, ids: Iterable[str], missing_ok: bool = False) -> int:
-        """Delete documents by id in one transaction; an unknown id is an InputError (nothing deleted) unless
-        missing_ok. Returns how many were deleted."""
+    def update(self, ids: Iterable[str], metadata: dict | Sequence[dict]) -> int:
+        """Change stored documents' metadata without re-embedding them, in one transaction: each dict (one for all
+        ids, or one per id) is merged into the stored metadata; a None value removes that key. Unknown ids are an
+        InputError (nothing changed). Returns how many documents changed."""
         self._check_writable()
-        if isinstance(ids, str):
-            raise InputError("delete takes a list of ids, not one str")
-        ids = list(dict.fromkeys(ids))
+        ids = list(check_id_list(ids))
+        changes = [metadata] * len(ids) if isinstance(metadata, dict) else list(metadata)
+        if len(changes) != len(ids):
+            raise InputError(f"got {len(ids)} ids and {len(changes)} metadata entries")
+        check_metadata(changes)
         with self._writer:
-            found = self.store.labels_of(ids)
+            found = self.store.get_many(ids)
             unknown = [i for i in ids if i not in found]
-            if unknown and not missing_ok:
+            if unknown:
                 raise InputError(f"id {unknown[0]!r} is not in the index ({len(unknown)} unknown of {len(ids)}); "
-                                 f"nothing was deleted")
-            labels = list(found.values())
-            if not labels:
-                return 0
-            with self._rw.write():
-                self.store.delete(labels)
-                self._count -= len(labels)
-                _crash_point("store-committed")
-                for label in labels:
-                    self.graph.mark_deleted(label)
-                self._dirty = True
+                                 f"nothing was updated")
+            labels = [found[i][0] for i in ids]
+            metas = [merged_metadata(found[i][1].metadata, change) for i, change in zip(ids, changes)]
+            self.store.update_metadata(labels, metas, facet_rows(labels, metas))
+        return len(ids)
+
+    def delete(self, ids: Iterable[str] | None = None, missing_ok: bool = False, *,
+               filter: dict[str, Any] | None = None) -> int:
+        """Delete documents by id, or every document matching `filter`, in one transaction; an unknown id is an
+        InputError (nothing deleted) unless missing_ok. Returns how many were deleted."""
+        self._check_writable()
+        with self._writer:
+            return self.delete_labels(self.resolve_delete(ids, filter, missing_ok))
+
+    def resolve_delete(self, ids: Iterable[str] | None, filter: dict[str, Any] | None, missing_ok: bool) -> list[int]:
+        """The labels a delete(ids | filter) removes (checked: unknown ids raise unless missing_ok)."""
+        if (ids is None) == (filter is None):
+            raise InputError("delete takes a list of ids or a filter= (one of them)")
+        if filter is not None:
+            return self.filter_labels(filter).tolist()
+        ids = check_id_list(ids)
+        found = self.store.labels_of(ids)
+        unknown = [i for i in ids if i not in found]
+        if unknown and not missing_ok:
+            raise InputError(f"id {unknown[0]!r} is not in the index ({len(unknown)} unknown of {len(ids)}); "
+                             f"nothing was deleted")
+        return list(found.values())
+
+    def delete_labels(self, labels: list[int]) -> int:
+        """Delete documents by label in one transaction (callers hold writing())."""
+        self._check_writable()
+        if not labels:
+            return 0
+        with self._rw.write():
+            self.store.delete(labels)
+            self._count -= len(labels)
+            crash_point("store-committed")
+            for label in labels:
+                self.graph.mark_deleted(label)
+            self._dirty = True
         return len(labels)
 
     def save(self) -> None:
@@ -257,7 +273,8 @@ class Index:
                 self._compact()
                 return
             with self._rw.read():  # saving only reads the graph; writers are held off by self._writer
-                self._save_graph(self.graph)
+                save_generation(self.path, self.store, self.graph)
+            self._dirty = False
 
     def compact(self, force: bool = False) -> bool:
         """Rebuild the graph from the live documents (dropping tombstones) and save it, when due or forced.
@@ -281,37 +298,47 @@ class Index:
         return max(0, self.graph.element_count - self._count)
 
     # -- reading ------------------------------------------------------------------------------------------
-    def search(self, query: str | np.ndarray, k: int = 10, ef: int | None = None,
-               filter: dict[str, Any] | None = None) -> list[Hit]:
-        """Top-k documents by cosine; k larger than the number of (matching) documents returns them all."""
-        vec = self._query_vector(query)
+    def search(self, query: str | Sequence[str] | np.ndarray, k: int = 10, ef: int | None = None,
+               filter: dict[str, Any] | None = None) -> list[Hit] | list[list[Hit]]:
+        """Top-k documents by cosine; k larger than the number of (matching) documents returns them all.
+
+        query: a str or a vector gives a list of hits; a list of str or an (n, dim) matrix gives one list of
+        hits per query (like hnswlib's knn_query). An empty query string is an InputError."""
+        q = parse_queries(query, self.dim)
+        k, ef = positive_int("k", k), check_ef(ef)
+        if q.vectors is None and not q.texts:
+            return []
+        vecs = q.vectors if q.vectors is not None else as_matrix(self.encoder.encode_queries(q.texts),
+                                                                 "query embeddings")
         with self._rw.read():
-            return self._hits(self.candidates(vec, k, ef, filter))
+            allowed = self.filter_labels(filter) if filter is not None else None
+            out = [self._hits(self.candidates(v, k, ef, allowed=allowed)) for v in vecs]
+        return out[0] if q.single else out
 
     def candidates(self, vec: np.ndarray, k: int, ef: int | None = None, filter: dict[str, Any] | None = None,
                    allowed: np.ndarray | None = None) -> list[tuple[int, float]]:
         """(label, cosine) of the top-k graph neighbours of a query vector; callers hold reading().
 
         allowed: the labels `filter_labels(filter)` gave, when the caller needs them too (computed once)."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise InputError(f"k must be a positive int, got {k!r}")
-        vec = np.asarray(vec, dtype=np.float32).reshape(-1)
+        k, ef = positive_int("k", k), check_ef(ef)
+        vec = as_matrix(vec, "query vector").reshape(-1)
         if vec.shape != (self.dim,):
             raise InputError(f"query vector has dimension {vec.shape[0]}, the index holds {self.dim}")
         if filter is not None and allowed is None:
             allowed = self.filter_labels(filter)
         if allowed is not None and len(allowed) <= max(BRUTE_FORCE_LIMIT, self._count // 50, k):
             return self.exact.search(vec, k, allowed)
-        k = min(int(k), self._count)
+        k = min(k, self._count)
         if k == 0:
             return []
         try:
-            return self.graph.search(vec, k, allowed, ef)
+            return self.graph.search(vec, k, allowed, None if ef is None else min(ef, max(k, self._count)))
         except GraphShort:
             return self.exact.search(vec, k, allowed)
 
     def filter_labels(self, filter: dict[str, Any]) -> np.ndarray:
-        """Labels of the documents whose metadata match a filter (InputError for a field no document has)."""
+        """Labels of the documents whose metadata match a filter (grammar in filters.py; InputError for a field
+        no document has or an unsupported operator)."""
         return filter_labels(self.store, filter)
 
     def reading(self):
@@ -322,9 +349,13 @@ class Index:
         """Context manager making the caller this index's only writer (re-entrant), e.g. around a multi-step add."""
         return self._writer
 
-    def get(self, id: str) -> Hit | None:
-        """The stored document with this id, or None."""
-        return self.store.get(id)
+    def get(self, ids: str | Iterable[str]) -> Hit | None | list[Hit | None]:
+        """The stored document with this id (or None); a list of ids gives a list, None where an id is unknown."""
+        if isinstance(ids, str):
+            return self.store.get(ids)
+        ids = check_id_list(ids)
+        found = self.store.get_many(ids)
+        return [found[i][1] if i in found else None for i in ids]
 
     def ids(self) -> list[str]:
         """Every stored id, in insertion order."""
@@ -338,53 +369,34 @@ class Index:
         """label -> Hit (score 0) for the labels still in the store."""
         return self.store.documents(labels)
 
-    def check_documents(self, texts: Sequence[str], ids: Sequence[str] | None, metadata: Sequence[dict] | None,
+    def check_documents(self, texts: Iterable[str], ids: Iterable[str] | None, metadata: Iterable[dict] | None,
                         mode: str, must_exist: bool) -> tuple[list[str], list[str], list[dict]]:
-        """Validate a write's texts, ids and metadata (ids generated for a plain add); InputError names the item."""
+        """Validate a write's texts, ids and metadata (ids generated for a plain add; an upsert without metadata
+        keeps what is stored); InputError names the item."""
         self._check_writable()
-        texts = check_texts(texts)
-        n = len(texts)
-        if ids is None:
-            if mode != "add":
-                raise InputError("upsert needs the ids of the documents it replaces or adds")
-            start = int(self.meta["next_label"])
-            ids = [f"doc-{start + i}" for i in range(n)]
-        if isinstance(ids, str):
-            raise InputError("ids must be a list of str, not one str")
-        ids = list(ids)
-        metas = [{} for _ in range(n)] if metadata is None else list(metadata)
-        if len(ids) != n or len(metas) != n:
-            raise InputError(f"got {n} texts, {len(ids)} ids and {len(metas)} metadata entries")
-        for i, (doc_id, m) in enumerate(zip(ids, metas)):
-            if not isinstance(doc_id, str) or not doc_id:
-                raise InputError(f"ids[{i}] must be a non-empty str, got {doc_id!r}")
-            if not isinstance(m, dict) or not all(isinstance(key, str) for key in m):
-                raise InputError(f"metadata[{i}] must be a dict with str keys, got {m!r:.80}")
-        if len(set(ids)) != n:
-            dup = next(i for i in ids if ids.count(i) > 1)
-            raise InputError(f"id {dup!r} appears more than once in one call")
-        taken = self.store.labels_of(ids)
-        if mode == "add" and taken:
-            raise InputError(f"id {next(iter(taken))!r} is already in the index (use upsert to replace it)")
-        if must_exist and len(taken) < n:
-            raise InputError(f"id {next(i for i in ids if i not in taken)!r} is not in the index")
-        return texts, ids, metas
+        texts, ids, metas = check_all(self.store, texts, ids, metadata, mode, must_exist)
+        return (texts, *fill_in(self.store, texts, ids, metas, mode))
 
     # -- internals: writing -------------------------------------------------------------------------------
     def _encode_and_insert(self, texts, ids, metadata, batch_size, show_progress, mode, must_exist) -> list[str]:
-        if batch_size < 1:
-            raise InputError(f"batch_size must be positive, got {batch_size}")
+        batch_size = positive_int("batch_size", batch_size)
         with self._writer:
-            texts, ids, metas = self.check_documents(texts, ids, metadata, mode, must_exist)
-            encoder = self.encoder
-            self.reserve(len(texts))
-            with Progress(len(texts), f"index {self.path.name}", show_progress, "docs") as bar:
-                for s in range(0, len(texts), batch_size):
-                    sl = slice(s, s + batch_size)
-                    vecs = encoder.encode_documents(texts[sl], batch_size=32)
-                    self._insert(vecs, texts[sl], ids[sl], metas[sl], mode == "upsert", None)
-                    bar.update(len(texts[sl]))
-        return ids
+            if isinstance(texts, Sequence) and not isinstance(texts, str):  # checked whole before any write
+                self._check_writable()
+                texts, ids, metadata = check_all(self.store, texts, ids, metadata, mode, must_exist)
+                self.reserve(len(texts))
+            elif isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+                check_texts(texts)  # raises, naming the type
+            encoder, total = self.encoder, len(texts) if hasattr(texts, "__len__") else 0
+            done: list[str] = []
+            with Progress(total, f"index {self.path.name}", show_progress, "docs") as bar:
+                for t, i, m in chunks(texts, ids, metadata, batch_size):
+                    t, i, m = self.check_documents(t, i, m, mode, must_exist)
+                    vecs = encoder.encode_documents(t, batch_size=32)
+                    self._insert(vecs, t, i, m, mode == "upsert", None)
+                    done += i
+                    bar.update(len(t))
+        return done
 
     def _check_writable(self) -> None:
         if self.store.closed:
@@ -392,32 +404,21 @@ class Index:
         if self.read_only:
             raise IndexStoreError(f"index {self.path} is open read-only")
 
-    def _check_vectors(self, vectors, n: int) -> np.ndarray:
-        vectors = np.asarray(vectors, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape != (n, self.dim):
-            raise InputError(f"vectors have shape {vectors.shape}, expected ({n}, {self.dim})")
-        if not np.isfinite(vectors).all():
-            raise InputError("vectors contain NaN or infinity")
-        return vectors
-
     def _insert(self, vecs: np.ndarray, texts: list[str], ids: list[str], metas: list[dict], replace: bool,
                 before_commit: Callable[[np.ndarray], None] | None) -> None:
-        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        vecs = as_matrix(vecs, "document embeddings")
         start = int(self.meta["next_label"])
         labels = np.arange(start, start + len(texts), dtype=np.int64)
         docs = NewDocs(labels, ids, texts, metas, vecs)
-        try:
-            doc_facets = [(int(lab), f, v) for lab, m in zip(labels, metas) for f, v in facets(m)]
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"metadata must be JSON-serialisable ({exc})") from None
+        doc_facets = facet_rows(labels, metas)
         old = list(self.store.labels_of(ids).values()) if replace else []
         if before_commit is not None:
             before_commit(labels)
-        _crash_point("before-commit")
+        crash_point("before-commit")
         with self._rw.write():  # readers never see the store ahead of the graph for deleted labels
             self.store.insert(docs, doc_facets, old, start + len(texts))
             self._count += len(texts) - len(old)
-            _crash_point("store-committed")
+            crash_point("store-committed")
             for label in old:
                 self.graph.mark_deleted(label)
             self._dirty = True
@@ -432,91 +433,15 @@ class Index:
 
     def _compact(self) -> None:
         """Build a fresh graph from the store (caller holds self._writer), save it, then swap it in."""
-        graph = _new_graph(self.meta, max(1024, self._count + self._count // 4))
+        graph = new_graph(self.meta, max(1024, self._count + self._count // 4))
         for labels, vecs in self.store.iter_vectors():
             graph.add(vecs, labels, self.threads)
-        self._save_graph(graph)
+        save_generation(self.path, self.store, graph)
         with self._rw.write():
-            self.graph = graph
-
-    def _save_graph(self, graph: HnswGraph) -> None:
-        old_gen = int(self.meta["generation"])
-        gen = old_gen + 1
-        final = self.path / f"graph.{gen}.bin"
-        tmp = self.path / f".graph.{gen}.bin.tmp"
-        intact = (f"the previous state (generation {old_gen}) is intact and every acknowledged document is in "
-                  f"{STORE}")
-        try:
-            size = graph.save(tmp)
-            _crash_point("graph-written")
-            os.replace(tmp, final)
-            fsync_dir(self.path)
-        except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise IndexStoreError(f"cannot save the graph of {self.path} ({exc.strerror or exc}); {intact}") from None
-        _crash_point("graph-renamed")
-        try:
-            self.store.set_meta({"generation": gen, "graph_size": size})
-        except IndexStoreError:
-            final.unlink(missing_ok=True)
-            raise IndexStoreError(f"cannot record the new graph in {self.path / STORE} (disk full or read-only?); "
-                                  f"{intact}") from None
-        _crash_point("generation-committed")
-        self._remove_stale_files()
-        self._dirty = False
-
-    def _remove_stale_files(self) -> None:
-        keep = f"graph.{self.meta['generation']}.bin"
-        for old in list(self.path.glob("graph.*.bin")) + list(self.path.glob(".graph.*.bin.tmp")):
-            if old.name != keep:
-                old.unlink(missing_ok=True)
+            self.graph, self._dirty = graph, False
 
     # -- internals: reading -------------------------------------------------------------------------------
-    def _reconcile(self) -> None:
-        in_store = self.store.all_labels()
-        in_graph = self.graph.labels()
-        missing = np.setdiff1d(in_store, in_graph, assume_unique=True)
-        extra = np.setdiff1d(in_graph, in_store, assume_unique=True)
-        for s in range(0, len(missing), 4096):
-            labels, vecs = self.store.vectors(missing[s:s + 4096].tolist())
-            self.graph.add(vecs, labels, self.threads)
-        newly_deleted = sum(self.graph.mark_deleted(label) for label in extra.tolist())
-        self.repaired = len(missing)
-        self._dirty = self._dirty or bool(len(missing)) or bool(newly_deleted)
-
-    def _query_vector(self, query) -> np.ndarray:
-        if isinstance(query, str):
-            vec = self.encoder.encode_queries([query])[0]
-        elif query is None:
-            raise InputError("query is None; pass a str or a vector")
-        else:
-            vec = np.asarray(query, dtype=np.float32).reshape(-1)
-        if vec.shape != (self.dim,):
-            raise InputError(f"query vector has dimension {vec.shape[0]}, the index holds {self.dim}")
-        if not np.isfinite(vec).all():
-            raise InputError("query vector contains NaN or infinity")
-        return vec
-
     def _hits(self, pairs: list[tuple[int, float]]) -> list[Hit]:
         docs = self.store.documents([p[0] for p in pairs])
         return [Hit(docs[lab].id, float(score), docs[lab].text, docs[lab].metadata)
                 for lab, score in pairs if lab in docs]
-
-
-def check_encoder(meta: dict[str, Any], encoder, path: Path) -> None:
-    """Refuse an encoder whose vectors are not the ones the index holds."""
-    if encoder.dim != int(meta["dim"]) or (meta.get("bundle_id") and encoder.manifest.bundle_id != meta["bundle_id"]):
-        raise IndexMismatchError(f"index {path} was built with bundle {meta.get('bundle_name')!r} "
-                                 f"(dim {meta['dim']}), not {encoder.manifest.name!r} (dim {encoder.dim})")
-
-
-def _new_graph(meta: dict[str, Any], capacity: int) -> HnswGraph:
-    return HnswGraph.new(meta["dim"], meta["M"], meta["ef_construction"], meta["ef_search"], capacity)
-
-
-def _load_graph(path: Path, meta: dict[str, Any]) -> HnswGraph | None:
-    """The graph of the recorded generation; None if it is missing or damaged (then rebuilt from the store)."""
-    if int(meta["generation"]) == 0:
-        return _new_graph(meta, 1024)
-    return HnswGraph.load(path / f"graph.{meta['generation']}.bin", meta["dim"], meta["ef_search"],
-                          meta.get("graph_size"))

@@ -1,13 +1,17 @@
 """DocStore: the SQLite store of an index, the source of truth for its documents, vectors and settings.
 
 Tables: meta (key -> JSON value), docs (label, id, text, metadata JSON, float32 vector), facets (label, field,
-canonical JSON value) for metadata filters. Every write is one transaction (WAL, synchronous=FULL), acknowledged
-when it returns; a failed write rolls back and says the store kept its previous state. A read-only handle holds
-one read transaction from opening on: a consistent snapshot next to a writer in another process.
+canonical JSON value; numbers also through an expression index on CAST(value AS REAL), for ranges) for metadata
+filters. Every write is one transaction (WAL, synchronous=FULL), acknowledged when it returns; a failed write rolls
+back and says the store kept its previous state. The schema and the settings are created in one transaction, so a
+crash inside create leaves a file with no settings, which open reports as an unfinished create (UnfinishedStore) and
+Index.create replaces. A read-only handle holds one read transaction from opening on: a consistent snapshot next to
+a writer in another process; on a folder it cannot write (read-only media) it opens the file immutable (no -shm).
 """
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -23,6 +27,19 @@ from ..errors import IndexStoreError, InputError
 STORE = "docs.sqlite"
 INDEX_FORMAT = 1
 SQL_CHUNK = 500  # host parameters per IN (...) query, under SQLite's limit
+NUMERIC = "value GLOB '[0-9-]*'"  # a facet holding a JSON number (strings start with '"', bools t/f, null n)
+NUMERIC_INDEX = f"CREATE INDEX IF NOT EXISTS facets_numeric ON facets (field, CAST(value AS REAL)) WHERE {NUMERIC}"
+RANGE_SQL = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+
+
+class UnfinishedStore(IndexStoreError):
+    """The store file exists but its create never committed (a crash inside Index.create): no settings, no data."""
+
+
+def crash_point(name: str) -> None:
+    """Test hook: EDGEEMB_CRASH_AT=<name> kills the process here, as a power cut would."""
+    if os.environ.get("EDGEEMB_CRASH_AT") == name:
+        os._exit(137)
 
 
 @dataclass
@@ -59,17 +76,24 @@ class DocStore:
     # -- life cycle ---------------------------------------------------------------------------------------
     @classmethod
     def create(cls, folder: Path, meta: dict[str, Any]) -> DocStore:
-        """Create the store with its schema and settings in one transaction."""
+        """Create the store with its schema and settings in one transaction (an existing unfinished one is
+        replaced: it holds nothing)."""
         file = folder / STORE
+        for leftover in (file, file.with_name(STORE + "-wal"), file.with_name(STORE + "-shm"),
+                         file.with_name(STORE + "-journal")):
+            leftover.unlink(missing_ok=True)
         try:
             db = _connect(file, read_only=False)
             with db:
+                db.execute("BEGIN")  # sqlite3 runs DDL outside a transaction unless one is open: schema + meta at once
                 db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
                 db.execute("CREATE TABLE docs (label INTEGER PRIMARY KEY, id TEXT UNIQUE NOT NULL, text TEXT NOT NULL,"
                            " metadata TEXT NOT NULL, vector BLOB NOT NULL)")
                 db.execute("CREATE TABLE facets (label INTEGER NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL)")
                 db.execute("CREATE INDEX facets_field_value ON facets (field, value)")
                 db.execute("CREATE INDEX facets_label ON facets (label)")
+                db.execute(NUMERIC_INDEX)
+                crash_point("store-schema")
                 db.executemany("INSERT INTO meta VALUES (?, ?)", [(k, json.dumps(v)) for k, v in meta.items()])
         except sqlite3.Error as exc:
             raise IndexStoreError(f"cannot create {file} ({exc})") from None
@@ -84,10 +108,22 @@ class DocStore:
         db = None
         try:
             db = _connect(file, read_only)
-            meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")}
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            meta = {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM meta")} if "meta" in tables else {}
+            if not meta and not ("docs" in tables and db.execute("SELECT 1 FROM docs LIMIT 1").fetchone()):
+                db.close()
+                raise UnfinishedStore(f"{folder}: its Index.create never finished (no settings were committed, no "
+                                      f"documents stored); create it again (Index.create replaces it)")
+            if not read_only and "facets" in tables:  # indexes made before range filters get the numeric index
+                with db:
+                    db.execute(NUMERIC_INDEX)
         except sqlite3.DatabaseError as exc:
             if db is not None:
                 db.close()
+            if read_only and "unable to open" in str(exc):
+                raise IndexStoreError(f"{file}: cannot open read-only ({exc}); if the folder is on read-only "
+                                      f"media, the index was not closed cleanly ({STORE}-wal holds commits): open it "
+                                      f"once with write access, then close it") from None
             raise IndexStoreError(f"{file}: not a readable index store ({exc})") from None
         fmt = meta.get("format")
         if not isinstance(fmt, int) or fmt != INDEX_FORMAT:
@@ -195,13 +231,54 @@ class DocStore:
                 out.append(np.fromiter((r[0] for r in rows), dtype=np.int64))
         return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
 
+    def labels_in_range(self, name: str, bounds: dict[str, float]) -> np.ndarray:
+        """Sorted unique labels whose numeric field `name` satisfies every bound ({"$gt": 1, "$lte": 5})."""
+        where = " AND ".join(f"CAST(value AS REAL) {RANGE_SQL[op]} ?" for op in bounds)
+        with self._lock:
+            rows = self._conn().execute(f"SELECT label FROM facets WHERE field = ? AND {NUMERIC} AND {where}",
+                                        [name, *map(float, bounds.values())])
+            return np.unique(np.fromiter((r[0] for r in rows), dtype=np.int64))
+
+    def labels_having(self, name: str) -> np.ndarray:
+        """Sorted unique labels of documents that have the field `name` at all."""
+        with self._lock:
+            rows = self._conn().execute("SELECT label FROM facets WHERE field = ?", (name,))
+            return np.unique(np.fromiter((r[0] for r in rows), dtype=np.int64))
+
+    def get_many(self, ids: Sequence[str]) -> dict[str, tuple[int, Hit]]:
+        """id -> (label, Hit with score 1.0) for the ids that are stored."""
+        ids = list(ids)
+        out: dict[str, tuple[int, Hit]] = {}
+        for s in range(0, len(ids), SQL_CHUNK):
+            chunk = ids[s:s + SQL_CHUNK]
+            for lab, i, text, meta in self._all(
+                    f"SELECT label, id, text, metadata FROM docs WHERE id IN ({_marks(chunk)})", chunk):
+                out[i] = (lab, Hit(i, 1.0, text, json.loads(meta)))
+        return out
+
     # -- writing (each call one transaction) --------------------------------------------------------------
+    def update_metadata(self, labels: Sequence[int], metadata: list[dict[str, Any]],
+                        facets: list[tuple[int, str, str]]) -> None:
+        """Replace the metadata (and facets) of stored documents, atomically; vectors and texts are kept."""
+        try:
+            meta_json = [json.dumps(m, ensure_ascii=False, allow_nan=False) for m in metadata]
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InputError(f"metadata must be JSON-serialisable ({exc})") from None
+        rows = [(m, int(lab)) for lab, m in zip(labels, meta_json)]
+
+        def write(db: sqlite3.Connection) -> None:
+            db.executemany("UPDATE docs SET metadata = ? WHERE label = ?", rows)
+            db.executemany("DELETE FROM facets WHERE label = ?", [(int(x),) for x in labels])
+            db.executemany("INSERT INTO facets VALUES (?, ?, ?)", facets)
+
+        self.transaction(write)
+
     def insert(self, docs: NewDocs, facets: list[tuple[int, str, str]], replaced: Sequence[int],
                next_label: int) -> None:
         """Insert documents (deleting the labels they replace) and advance next_label, atomically."""
         try:
             meta_json = [json.dumps(m, ensure_ascii=False, allow_nan=False) for m in docs.metadata]
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise InputError(f"metadata must be JSON-serialisable ({exc})") from None
         vectors = np.ascontiguousarray(docs.vectors, dtype=np.float32)
         rows = [(int(lab), i, t, m, v.tobytes())
@@ -234,6 +311,9 @@ class DocStore:
                 write(db)
         except sqlite3.IntegrityError as exc:
             raise InputError(f"{self.file}: {exc} (nothing was written)") from None
+        except UnicodeEncodeError as exc:  # a lone surrogate in an id, text or metadata value
+            raise InputError(f"an id, text or metadata value is not valid Unicode ({exc.reason}: "
+                             f"{exc.object[exc.start:exc.end]!r}); nothing was written") from None
         except sqlite3.Error as exc:
             raise IndexStoreError(f"cannot write {self.file} ({exc}: disk full or read-only?); nothing "
                                   f"from this call was stored, the index keeps its previous state") from None
@@ -272,11 +352,20 @@ def _delete_labels(db: sqlite3.Connection, labels: Sequence[int]) -> None:
 
 def _connect(path: Path, read_only: bool) -> sqlite3.Connection:
     if read_only:  # autocommit mode; one long read transaction from here on: the snapshot
-        db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True, isolation_level=None,
-                             check_same_thread=False)
+        db = sqlite3.connect(f"file:{quote(str(path.resolve()))}?{_read_only_mode(path)}", uri=True,
+                             isolation_level=None, check_same_thread=False)
         db.execute("BEGIN")
         return db
     db = sqlite3.connect(str(path), isolation_level="DEFERRED", check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     return db
+
+
+def _read_only_mode(path: Path) -> str:
+    """URI mode for a read-only handle: immutable where nobody can write the folder (read-only media: SQLite
+    could not create the -shm file WAL mode needs) and no uncheckpointed WAL is there (immutable would skip it)."""
+    wal = path.with_name(STORE + "-wal")
+    if not os.access(path.parent, os.W_OK) and not (wal.exists() and wal.stat().st_size > 0):
+        return "mode=ro&immutable=1"
+    return "mode=ro"
