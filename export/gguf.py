@@ -1,4 +1,4 @@
-"""A minimal GGUF v2/v3 reader (metadata; F32/F16/BF16 tensors) and GGUF Llama -> LlamaForCausalLM."""
+"""A minimal GGUF v2/v3 reader (metadata; F32/F16/BF16/Q8_0/Q4_0 tensors) and GGUF Llama -> LlamaForCausalLM."""
 from __future__ import annotations
 
 import struct
@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .errors import ExportError
+from .ggml_blocks import BlockError, block_bytes, dequantize_q4_0, dequantize_q8_0
 
 MAGIC = b"GGUF"
 DEFAULT_ALIGNMENT = 32
@@ -21,6 +22,8 @@ _ARRAY_DTYPES = {0: "<u1", 1: "<i1", 2: "<u2", 3: "<i2", 4: "<u4", 5: "<i4", 6: 
 
 # ggml tensor types: the ones read here, and names for the rest so an error can say which one it met
 READABLE = {0: ("F32", "<f4"), 1: ("F16", "<f2"), 30: ("BF16", "<u2")}
+BLOCK_TYPES = {8: "Q8_0", 2: "Q4_0"}  # block-quantised types read through ggml_blocks (dequantised exactly)
+SUPPORTED_TYPES = ", ".join([n for n, _ in READABLE.values()] + list(BLOCK_TYPES.values()))
 GGML_TYPE_NAMES = {
     0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 6: "Q5_0", 7: "Q5_1", 8: "Q8_0", 9: "Q8_1", 10: "Q2_K",
     11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS",
@@ -53,15 +56,38 @@ class GGUFFile:
     tensors: dict[str, TensorInfo]
     data_offset: int
 
-    def tensor(self, name: str) -> np.ndarray:
-        """A tensor as a float32 array; unhandled (quantised) types raise ExportError naming the type."""
+    def info(self, name: str) -> TensorInfo:
+        """A tensor's header entry, or ExportError naming the file and the tensor."""
         info = self.tensors.get(name)
         if info is None:
             raise ExportError(f"{self.path}: tensor {name!r} is missing")
+        return info
+
+    def raw(self, name: str) -> np.ndarray:
+        """A block-quantised tensor's bytes (uint8), for carrying Q4_0 blocks without dequantising them."""
+        info = self.info(name)
+        kind = BLOCK_TYPES.get(info.ggml_type)
+        if kind is None:
+            raise ExportError(f"{self.path}: tensor {name!r} has GGUF type {info.type_name}, not a block type "
+                              f"({', '.join(BLOCK_TYPES.values())})")
+        try:
+            count = block_bytes(kind, info.shape)
+        except BlockError as exc:
+            raise ExportError(f"{self.path}: tensor {name!r} ({kind}): {exc}") from None
+        raw = np.fromfile(self.path, dtype=np.uint8, count=count, offset=self.data_offset + info.offset)
+        if raw.size != count:
+            raise ExportError(f"{self.path}: tensor {name!r} is truncated ({raw.size} of {count} bytes)")
+        return raw
+
+    def tensor(self, name: str) -> np.ndarray:
+        """A tensor as a float32 array; unhandled quantised types raise ExportError naming the type."""
+        info = self.info(name)
+        if info.ggml_type in BLOCK_TYPES:
+            decode = dequantize_q8_0 if BLOCK_TYPES[info.ggml_type] == "Q8_0" else dequantize_q4_0
+            return decode(self.raw(name), info.shape)
         if info.ggml_type not in READABLE:
-            handled = ", ".join(n for n, _ in READABLE.values())
             raise ExportError(f"{self.path}: tensor {name!r} has GGUF type {info.type_name}, which edgeemb "
-                              f"does not read (handled: {handled}); convert the model to F16 or F32 first")
+                              f"does not read (handled: {SUPPORTED_TYPES}); requantise the model to one of them")
         type_name, dtype = READABLE[info.ggml_type]
         count = int(np.prod(info.shape))
         raw = np.fromfile(self.path, dtype=dtype, count=count, offset=self.data_offset + info.offset)

