@@ -14,7 +14,8 @@ from edgeemb.bundle import FORMAT_VERSION, Manifest, file_entry, write_manifest
 from edgeemb.bundle.archive import pack, unpack, unpack_cached
 from edgeemb.errors import BundleError
 
-FILES = {"vectors.npy": b"\x93NUMPY fake table " * 50, "vocab.txt": "king\nqueen\n国王\n".encode()}
+FILES = {"vectors.npy": b"\x93NUMPY fake table " * 50, "vocab.txt": "king\nqueen\n国王\n".encode(),
+         "tokenizer.json": b"{}"}
 
 
 @pytest.fixture()
@@ -201,8 +202,14 @@ def test_refused_archive_leaves_an_existing_target_untouched(bundle, tmp_path):
     assert tree(target) == {"keep.txt"}
     with pytest.raises(BundleError, match="not empty; pass --force"):
         unpack(pack(bundle, tmp_path / "ok.tar"), target)
-    unpack(tmp_path / "ok.tar", target, force=True)
-    assert tree(target) == {"edgeemb.json", *FILES}
+    with pytest.raises(BundleError, match="is not a bundle"):  # --force never deletes a user's folder
+        unpack(tmp_path / "ok.tar", target, force=True)
+    assert tree(target) == {"keep.txt"}
+    bundle_target = tmp_path / "bundle_target"
+    unpack(tmp_path / "ok.tar", bundle_target)
+    (bundle_target / "keep.txt").write_text("mine")
+    unpack(tmp_path / "ok.tar", bundle_target, force=True)  # a bundle is replaced, the user's file kept
+    assert tree(bundle_target) == {"edgeemb.json", "keep.txt", *FILES}
 
 
 def test_unpack_cached_reuses_a_valid_folder_and_repairs_a_damaged_one(bundle, tmp_path, isolated_home):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import shutil
 import tarfile
@@ -22,10 +21,9 @@ from ..atomic import atomic_writer, fsync_dir
 from ..errors import BundleError
 from ..paths import home
 from ..progress import Progress
-from .manifest import MANIFEST, Manifest, parse_manifest, read_manifest
+from .manifest import MANIFEST, MAX_MANIFEST_BYTES, Manifest, loads_manifest, parse_manifest, read_manifest
 from .verify import sha256_file, verify_files
 
-MAX_MANIFEST_BYTES = 1 << 20  # a manifest is a few KB; anything near this is not a manifest
 CHUNK = 1 << 20
 BLOCK = tarfile.BLOCKSIZE
 MEMBER_SLACK = 4 * BLOCK  # per member: its header plus room for a short pax header
@@ -165,11 +163,7 @@ def _check_first_header(tar: Path) -> int:
 
 def _parse_manifest(raw: bytes, tar: Path) -> Manifest:
     where = f"{tar}:{MANIFEST}"
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{where}: invalid JSON ({exc})") from None
-    manifest = parse_manifest(data, where)
+    manifest = parse_manifest(loads_manifest(raw, where), where)
     if MANIFEST in manifest.files:
         raise BundleError(f"{where}: field 'files' must not list {MANIFEST} itself")
     return manifest
@@ -269,13 +263,20 @@ def _copy_member(tf: tarfile.TarFile, member: tarfile.TarInfo, path: Path, bar: 
 
 
 def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
-    """Rename the verified folder to `out`; an existing empty `out` is replaced, a full one only with force."""
+    """Rename the verified folder to `out`; an existing empty `out` is replaced, a bundle only with force.
+
+    force replaces only a bundle's own files (its manifest and the files either manifest lists): any other file
+    in `out` is carried over into the new folder, and a folder that is not a bundle (an index, a user's folder)
+    is refused, never deleted."""
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()
-    old = None
+    old, kept = None, []
     if out.exists():
         if not force:
             raise BundleError(f"{out} exists and is not empty; pass --force to replace it")
+        kept = _foreign_files(out, tmp)
+        for name in kept:
+            (out / name).rename(tmp / name)
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         out.rename(old)
     try:
@@ -283,10 +284,31 @@ def _move_into_place(tmp: Path, out: Path, force: bool) -> None:
     except OSError as exc:
         if old is not None:
             old.rename(out)
+            for name in kept:
+                (tmp / name).rename(out / name)
         raise BundleError(f"cannot move the unpacked bundle to {out} ({exc.strerror or exc})") from None
     fsync_dir(out.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _foreign_files(out: Path, new: Path) -> list[str]:
+    """Names in `out` that belong to neither its bundle nor the new one; refuse a folder that is not a bundle."""
+    from ..search.store import STORE  # an index folder is never a bundle to replace
+
+    if not out.is_dir() or out.is_symlink():
+        raise BundleError(f"{out} is not a folder; --force replaces only a bundle folder")
+    if (out / STORE).exists():
+        raise BundleError(f"{out} holds a search index, not a bundle; --force will not replace it")
+    if not (out / MANIFEST).is_file():
+        raise BundleError(f"{out} is not a bundle (no {MANIFEST}); --force replaces only a bundle's own files, "
+                          f"so choose an empty or new folder")
+    own = {MANIFEST, *(p.name for p in new.iterdir())}
+    try:
+        own.update(read_manifest(out).files)
+    except BundleError:
+        pass  # a damaged old manifest: its listed files are unknown, so only the new bundle's names go
+    return sorted(p.name for p in out.iterdir() if p.name not in own)
 
 
 def _is_valid(folder: Path, verify: bool) -> bool:

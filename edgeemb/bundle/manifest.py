@@ -14,6 +14,14 @@ MANIFEST = "edgeemb.json"
 FORMAT_VERSION = 1
 KINDS = ("static", "sentence", "llm")
 QUANTIZATIONS = ("none", "fp16", "int8", "int4")
+POOLINGS = {"static": ("sif", "mean"), "sentence": ("mean", "cls", "max", "last"), "llm": ("mean", "last")}
+PADDING_SIDES = ("right", "left")
+MAX_MANIFEST_BYTES = 1 << 20  # a real manifest is a few KB; a larger one is refused before it is parsed
+MAX_DEPTH = 16  # nesting of JSON objects/arrays; a real manifest nests 4 deep
+MAX_DIM = 1 << 16
+MAX_LENGTH = 1 << 20
+# Fields that name files inside the bundle (docs/bundle-format.md): every one must also be listed in `files`.
+FILE_FIELDS = (("tokenizer", "file"),)
 
 # field -> (required, type). Unknown fields are rejected so a typo never passes silently.
 SCHEMA: dict[str, tuple[bool, type | tuple[type, ...]]] = {
@@ -107,14 +115,79 @@ def parse_manifest(data: Any, where: str = MANIFEST) -> Manifest:
     if data["quantization"] not in QUANTIZATIONS:
         raise BundleError(f"{where}: field 'quantization' is {data['quantization']!r}, "
                           f"expected one of {', '.join(QUANTIZATIONS)}")
-    if data["dim"] <= 0 or data["max_length"] <= 0:
-        raise BundleError(f"{where}: fields 'dim' and 'max_length' must be positive")
+    if not 0 < data["dim"] <= MAX_DIM:
+        raise BundleError(f"{where}: field 'dim' is {data['dim']}, expected 1..{MAX_DIM}")
+    if not 0 < data["max_length"] <= MAX_LENGTH:
+        raise BundleError(f"{where}: field 'max_length' is {data['max_length']}, expected 1..{MAX_LENGTH}")
+    poolings = POOLINGS[data["kind"]]
+    if data["pooling"] not in poolings:
+        raise BundleError(f"{where}: field 'pooling' is {data['pooling']!r}, expected one of {', '.join(poolings)} "
+                          f"for a {data['kind']} bundle")
     for name, info in data["files"].items():
         check_file_name(name, where)
         if not isinstance(info, dict) or not isinstance(info.get("sha256"), str) \
-                or not isinstance(info.get("size"), int):
-            raise BundleError(f"{where}: files[{name!r}] needs 'sha256' (str) and 'size' (int)")
+                or not isinstance(info.get("size"), int) or isinstance(info.get("size"), bool) or info["size"] < 0:
+            raise BundleError(f"{where}: files[{name!r}] needs 'sha256' (str) and 'size' (int >= 0)")
+    _check_tokenizer(data, where)
+    _check_str_map(data.get("prompts", {}), "prompts", where)
+    if not all(isinstance(x, int) and not isinstance(x, bool) for x in data.get("layers", [])):
+        raise BundleError(f"{where}: field 'layers' must be a list of ints")
+    if not all(isinstance(x, str) for x in data["inputs"]):
+        raise BundleError(f"{where}: field 'inputs' must be a list of str")
     return Manifest(**data)
+
+
+def _check_tokenizer(data: dict[str, Any], where: str) -> None:
+    """The tokenizer block: its file is a plain name listed (so hashed) in `files`; ids are ints; sides known."""
+    tok = data.get("tokenizer", {})
+    name = tok.get("file", "tokenizer.json")
+    check_file_name(name, f"{where}: field 'tokenizer.file'")
+    if name not in data["files"]:
+        raise BundleError(f"{where}: field 'tokenizer.file' names {name!r}, which 'files' does not list "
+                          f"(every file the runtime opens must be listed and hashed)")
+    for key in ("pad_id", "eos_id", "unk_id"):
+        value = tok.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            raise BundleError(f"{where}: field 'tokenizer.{key}' is {value!r}, expected an int >= 0")
+    side = tok.get("padding_side", "right")
+    if side not in PADDING_SIDES:
+        raise BundleError(f"{where}: field 'tokenizer.padding_side' is {side!r}, expected one of "
+                          f"{', '.join(PADDING_SIDES)}")
+
+
+def _check_str_map(value: dict[str, Any], field_name: str, where: str) -> None:
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise BundleError(f"{where}: field {field_name!r} must map str to str")
+
+
+def _depth(data: Any) -> int:
+    """Nesting depth of parsed JSON, walked without recursion."""
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, (dict, list)):
+            deepest = max(deepest, depth)
+            if depth <= MAX_DEPTH:
+                stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
+    return deepest
+
+
+def loads_manifest(raw: bytes, where: str) -> Any:
+    """Parse manifest bytes with the caps a hostile file needs: size, nesting depth, UTF-8."""
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{where}: {len(raw)} bytes is too large for a manifest (limit {MAX_MANIFEST_BYTES})")
+    try:
+        text = raw.decode("utf-8")
+        data = json.loads(text)
+    except UnicodeDecodeError as exc:
+        raise BundleError(f"{where}: not UTF-8 ({exc.reason})") from None
+    except json.JSONDecodeError as exc:
+        raise BundleError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+    except RecursionError:
+        raise BundleError(f"{where}: JSON nested too deep (limit {MAX_DEPTH})") from None
+    if _depth(data) > MAX_DEPTH:
+        raise BundleError(f"{where}: JSON nested too deep (limit {MAX_DEPTH})")
+    return data
 
 
 def read_manifest(folder: str | os.PathLike) -> Manifest:
@@ -126,16 +199,15 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
         raise BundleError(f"bundle {folder} is not a folder")
     path = folder / MANIFEST
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_symlink():
+            raise BundleError(f"{path}: is a symbolic link; a bundle holds only regular files")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
     except FileNotFoundError:
         raise BundleError(f"{path}: missing manifest (is {folder} an edgeemb bundle?)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path}: unreadable ({exc})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BundleError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
-    return parse_manifest(data, str(path))
+    except OSError as exc:
+        raise BundleError(f"{path}: unreadable ({exc.strerror or exc})") from None
+    return parse_manifest(loads_manifest(raw, str(path)), str(path))
 
 
 def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,14 @@ def verify_files(folder: str | os.PathLike, manifest: Manifest, cache: bool = Tr
     known = _HashCache.load() if cache else None
     for name, info in manifest.files.items():
         path = folder / name
-        if not path.is_file():
-            raise BundleError(f"{path}: listed in the manifest but missing")
-        st = path.stat()
+        try:
+            st = path.lstat()
+        except OSError:
+            raise BundleError(f"{path}: listed in the manifest but missing") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise BundleError(f"{path}: is a symbolic link; a bundle holds only regular files")
+        if not stat.S_ISREG(st.st_mode):
+            raise BundleError(f"{path}: listed in the manifest but not a regular file")
         if st.st_size != info["size"]:
             raise BundleError(f"{path}: size {st.st_size} differs from the manifest's {info['size']} (truncated?)")
         key = _stat_key(path, st)

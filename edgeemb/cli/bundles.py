@@ -43,16 +43,21 @@ def add_parsers(sub, export_sub) -> None:
     p.set_defaults(func=cmd_unpack)
 
 
+def shown(text: str) -> str:
+    """Text safe to print on a terminal: control characters (newlines, ESC codes) escaped, other text as is."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def cmd_info(args) -> int:
     from ..bundle import open_bundle
 
     folder, manifest = open_bundle(args.bundle, verify=True)
     m = manifest.to_dict()
     size = sum(f["size"] for f in m["files"].values())
-    print(f"bundle   {folder}")
+    print(f"bundle   {shown(str(folder))}")
     for key in ("name", "kind", "dim", "max_length", "pooling", "normalize", "quantization"):
-        print(f"{key:<12} {m[key]}")
-    print(f"{'files':<12} " + ", ".join(f"{n} ({f['size'] / 1e6:.1f} MB)" for n, f in m["files"].items())
+        print(f"{key:<12} {shown(str(m[key]))}")
+    print(f"{'files':<12} " + ", ".join(f"{shown(n)} ({f['size'] / 1e6:.1f} MB)" for n, f in m["files"].items())
           + f"; {size / 1e6:.1f} MB in all, checksums ok")
     if m.get("parity"):
         print(f"{'parity':<12} " + json.dumps(m["parity"], ensure_ascii=False))

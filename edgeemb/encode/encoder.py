@@ -209,11 +209,27 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
     if model.name not in manifest.files:
         raise BundleError(f"{folder / 'edgeemb.json'}: field 'files' lists no model.onnx")
     backend = OnnxBackend(model, threads, manifest.normalize, arena, mem_pattern)
+    check_graph(folder, manifest, backend.session)
     tok_opts = manifest.tokenizer
     tokenizer = TextTokenizer(folder / tok_opts.get("file", "tokenizer.json"), manifest.max_length,
                               tok_opts.get("pad_id", 0), tok_opts.get("padding_side", "right"),
                               tok_opts.get("eos_id") if manifest.options.get("append_eos") else None)
     return _preset(Encoder(folder, manifest, backend, tokenizer, threads), low_memory)
+
+
+def check_graph(folder: Path, manifest: Manifest, session) -> None:
+    """The manifest must describe the graph: its inputs exist, and `dim` is the width of every vector output."""
+    where = folder / "edgeemb.json"
+    graph_inputs = {i.name for i in session.get_inputs()}
+    missing = [name for name in manifest.inputs if name not in graph_inputs]
+    if missing:
+        raise BundleError(f"{where}: field 'inputs' names {missing[0]!r}, which the graph does not take "
+                          f"(it takes {', '.join(sorted(graph_inputs))})")
+    for out in session.get_outputs():
+        width = out.shape[-1] if out.shape else None
+        if out.name in manifest.outputs and isinstance(width, int) and width != manifest.dim:
+            raise BundleError(f"{where}: field 'dim' is {manifest.dim} but the graph's output {out.name!r} "
+                              f"is {width} wide")
 
 
 def _preset(encoder: Encoder, low_memory: bool) -> Encoder:
