@@ -1,4 +1,4 @@
-"""Export-side subcommands (torch is imported only when one runs): export sentence, setup."""
+"""Export-side subcommands (torch is imported only when one runs): export sentence, setup, build."""
 from __future__ import annotations
 
 import sys
@@ -12,7 +12,7 @@ def needs_export_extra(exc: ImportError) -> int:
 
 
 def add_parsers(sub, export_sub) -> None:
-    """Register `export sentence` and `setup`."""
+    """Register `export sentence`, `setup` and `build`."""
     from .onnx_tools import QUANTIZE_CHOICES
 
     p = export_sub.add_parser("sentence", help="a local sentence-transformers folder (BERT family), an E5S1 "
@@ -28,9 +28,17 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.set_defaults(func=cmd_export_sentence)
 
-    p = sub.add_parser("setup", help="build the embedded default bundles into the cache (once)")
+    p = sub.add_parser("setup", help="build the embedded default bundles (models/ recipes with an alias) into the "
+                                     "cache, once; a changed recipe is rebuilt")
     p.add_argument("--force", action="store_true", help="rebuild even when present")
+    p.add_argument("--only", nargs="+", default=None, metavar="NAME", help="build only these defaults (alias or name)")
     p.set_defaults(func=cmd_setup)
+
+    p = sub.add_parser("build", help="build one bundle from a recipe file (models/*.json)")
+    p.add_argument("recipe", help="recipe file, e.g. models/all-minilm-l6-v2-int8.json")
+    p.add_argument("-o", "--out", default=None, help="bundle folder (default: the cache, under the recipe's name)")
+    p.add_argument("--force", action="store_true", help="rebuild even when a current build is there")
+    p.set_defaults(func=cmd_build)
 
 
 def cmd_export_sentence(args) -> int:
@@ -49,5 +57,18 @@ def cmd_setup(args) -> int:
         from .defaults import build_defaults
     except ImportError as exc:
         return needs_export_extra(exc)
-    build_defaults(force=args.force)
+    build_defaults(force=args.force, only=args.only)
+    return 0
+
+
+def cmd_build(args) -> int:
+    try:
+        from .recipes import build, load_recipe
+    except ImportError as exc:
+        return needs_export_extra(exc)
+    from edgeemb.paths import bundles_dir
+
+    recipe = load_recipe(args.recipe)
+    out = build(recipe, args.out or bundles_dir() / recipe.name, force=args.force)
+    print(f"wrote {out}")
     return 0
