@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="export"
-if [ "${1:-}" = "--dev" ]; then extras="export,dev"; fi
+if [ "${1:-}" = "--dev" ]; then extras="export,dev,ray"; fi
 python=${PYTHON:-python3}
 
 [ -x .venv/bin/python ] || "$python" -m venv .venv
@@ -13,10 +13,10 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 # torch first, pinned: the CPU build lies in pip's find-links; a bare `torch` would pull CUDA.
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" install "torch==2.13.0"
 
-stamp=".venv/.edgeemb-setup-$(cat pyproject.toml | sha256sum | cut -c1-16)-${extras/,/-}"
+stamp=".venv/.edgeemb-setup-$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-${extras//,/-}"
 if [ ! -f "$stamp" ]; then
   echo "edgeemb setup: installing .[${extras}] into .venv"
-  "${pip[@]}" install -e ".[${extras}]"
+  "${pip[@]}" install -c constraints.txt -e ".[${extras}]"
   touch "$stamp"
 fi
 

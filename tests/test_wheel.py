@@ -71,3 +71,17 @@ def test_unknown_names_suggest_the_close_one(monkeypatch, tmp_path):
 
     with pytest.raises(BundleError, match="did you mean 'default'"):
         resolve_bundle("defualt")
+
+
+def test_cli_pack_wheel_names_the_alias_of_a_default(static_bundle, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "edgeemb", "pack", "default-static", "--wheel", "-o",
+                          str(tmp_path / "wheels")], capture_output=True, text=True, timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    wheel = tmp_path / "wheels" / f"{package_name('minilm-static-256')}-0.1.0-py3-none-any.whl"
+    assert wheel.is_file() and "load('default-static')" in out.stdout
+    with zipfile.ZipFile(wheel) as zf:
+        entry = zf.read(f"{package_name('minilm-static-256')}-0.1.0.dist-info/entry_points.txt").decode()
+    assert "default-static = " in entry
+    bad = subprocess.run([sys.executable, "-m", "edgeemb", "pack", "default-static", "--wheel", "--ort", "-o",
+                          str(tmp_path / "w2")], capture_output=True, text=True, timeout=120, check=False)
+    assert bad.returncode != 0 and "--wheel packs the bundle as it is" in bad.stderr

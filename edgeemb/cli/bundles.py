@@ -22,9 +22,15 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: physical cores)")
     p.set_defaults(func=cmd_encode)
 
-    p = sub.add_parser("pack", help="pack a bundle folder into one .tar (optionally with model.ort for mobile)")
+    p = sub.add_parser("pack", help="pack a bundle into one .tar (optionally with model.ort for mobile), or into an "
+                                    "installable model wheel (--wheel)")
     p.add_argument("bundle", help="bundle folder, 'default' or 'default-static'")
-    p.add_argument("-o", "--out", required=True, help="archive to write (FILE.tar, uncompressed)")
+    p.add_argument("-o", "--out", required=True,
+                   help="archive to write (FILE.tar, uncompressed); with --wheel, the folder the wheel goes into")
+    p.add_argument("--wheel", action="store_true",
+                   help="write DIR/edgeemb_model_<name>-<version>-py3-none-any.whl: `pip install` it and "
+                        "edgeemb.load(NAME) finds the bundle offline (a default's wheel also answers its alias)")
+    p.add_argument("--version", default="0.1.0", help="the model wheel's version (with --wheel)")
     p.add_argument("--ort", action="store_true",
                    help="add model.ort (onnxruntime mobile format) and required_operators.config for a reduced "
                         "build; bundles with a model.onnx only; needs the export extra")
@@ -82,6 +88,8 @@ def cmd_pack(args) -> int:
     from ..errors import BundleError
 
     folder, out = resolve_bundle(args.bundle), Path(args.out)
+    if args.wheel:
+        return _pack_wheel(args, folder, out)
     if out.exists() and not args.force:
         raise BundleError(f"{out} exists; pass --force to replace it")
     if not (args.ort or args.ort_only or args.fp16_storage):
@@ -107,6 +115,26 @@ def cmd_unpack(args) -> int:
 
     out = unpack(args.archive, args.out, force=args.force, show_progress=True)
     print(f"unpacked {args.archive} into {out} (every checksum verified)")
+    return 0
+
+
+def _pack_wheel(args, folder: Path, out_dir: Path) -> int:
+    """`pack --wheel`: the verified bundle as a wheel, answering its manifest name and any default alias it is."""
+    from ..bundle import read_manifest
+    from ..bundle.wheel import write_wheel
+    from ..errors import InputError
+    from ..paths import DEFAULT_BUNDLES
+
+    if args.ort or args.ort_only or args.fp16_storage:
+        raise InputError("--wheel packs the bundle as it is; --ort, --ort-only and --fp16-storage make a .tar")
+    name = read_manifest(folder).name
+    aliases = tuple(alias for alias, target in DEFAULT_BUNDLES.items() if target == name)
+    if out_dir.is_file():
+        raise InputError(f"{out_dir} is a file; with --wheel, -o names the folder the wheel goes into")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wheel = write_wheel(folder, out_dir, version=args.version, aliases=aliases)
+    print(f"wrote {wheel} ({wheel.stat().st_size / 1e6:.1f} MB); pip install it, then edgeemb.load({name!r})"
+          + (f" or load({aliases[0]!r})" if aliases else ""))
     return 0
 
 
