@@ -5,10 +5,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
-
-import onnx
-import onnxruntime
 
 import edgeemb
 from edgeemb.bundle import FORMAT_VERSION, Manifest, file_entry, write_manifest
@@ -39,7 +37,13 @@ def staging(out: Path, force: bool = False) -> Iterator[Path]:
 
 def created_with() -> dict[str, str]:
     """Versions that made a bundle."""
-    return {"edgeemb": edgeemb.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__}
+    versions = {"edgeemb": edgeemb.__version__}
+    for dist in ("onnx", "onnxruntime"):  # by metadata, not import: static exports need no onnx installed
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "absent"
+    return versions
 
 
 def finish_manifest(folder: Path, files: list[str], **fields) -> Manifest:
