@@ -11,6 +11,7 @@ from tokenizers import Tokenizer
 from ..errors import BundleError, InputError
 
 CHARS_PER_TOKEN_CAP = 64  # a huge text is cut to max_length * 64 characters before tokenising
+MAX_WINDOWS = 64  # long_text="window": at most this many windows of max_length tokens per text (memory bound)
 
 
 @dataclass
@@ -83,6 +84,22 @@ class TextTokenizer:
             eos = [self.eos_id]
             return Tokenized([e.ids + eos for e in encs], [e.type_ids + [0] for e in encs], truncated)
         return Tokenized([e.ids for e in encs], [e.type_ids for e in encs], truncated)
+
+    def tokenize_windows(self, texts: list[str]) -> tuple[Tokenized, np.ndarray]:
+        """Every text as consecutive windows of at most max_length tokens (special tokens in each), for
+        long_text="window"; returns the windows and, per window, the index of its text. Texts beyond
+        MAX_WINDOWS windows are cut there (counted as truncated)."""
+        cap = self.max_length * CHARS_PER_TOKEN_CAP * MAX_WINDOWS
+        ids, type_ids, owner, truncated = [], [], [], 0
+        eos = [] if self.eos_id is None else [self.eos_id]
+        for i, enc in enumerate(self.tokenizer.encode_batch([t[:cap] for t in texts])):
+            windows = [enc, *enc.overflowing]
+            truncated += len(windows) > MAX_WINDOWS or len(texts[i]) > cap
+            for w in windows[:MAX_WINDOWS]:
+                ids.append(w.ids + eos)
+                type_ids.append(w.type_ids + [0] * len(eos))
+                owner.append(i)
+        return Tokenized(ids, type_ids, truncated), np.asarray(owner, dtype=np.int64)
 
     def batches(self, tok: Tokenized, batch_size: int, max_tokens: int) -> Iterator[Batch]:
         """Yield batches in order of token count, each padded to its longest row and under max_tokens."""

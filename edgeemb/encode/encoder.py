@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -85,14 +85,35 @@ class Encoder:
             raise InputError(f"bundle {self.name} is a {self.kind} bundle; word queries need a static bundle")
         return words
 
-    def encode(self, texts: Sequence[str] | str, batch_size: int = 32, normalize: bool | None = None,
+    def encode(self, texts: Iterable[str] | str, batch_size: int = 32, normalize: bool | None = None,
                show_progress: bool = False, prompt: str | None = None, max_tokens: int | None = None,
-               layer: int | str | None = None) -> np.ndarray:
-        """Embed texts as float32 (n, dim) in input order; a single str gives (dim,). Empty strings are allowed.
+               layer: int | str | None = None, *, long_text: str = "truncate", prompt_name: str | None = None,
+               normalize_embeddings: bool | None = None, show_progress_bar: bool | None = None,
+               convert_to_numpy: bool = True) -> np.ndarray:
+        """Embed texts (a list or any iterable of str) as float32 (n, dim) in input order; a single str gives
+        (dim,). Empty strings are allowed.
 
-        layer: for LLM bundles exported with --layer all, a hidden-state index (0 = embeddings, -1 = last)
-        or "all", which gives (n, n_layers + 1, dim) so a layer sweep is one pass.
+        long_text: "truncate" (default) keeps the first max_length tokens; "window" embeds every consecutive
+        window of max_length tokens (up to MAX_WINDOWS) and averages them, so the whole document counts, at
+        the cost of one model run per window. layer: for LLM bundles exported with --layer all, a hidden-state
+        index (0 = embeddings, -1 = last) or "all", which gives (n, n_layers + 1, dim) so a layer sweep is one
+        pass. sentence-transformers' names are accepted: normalize_embeddings (= normalize), show_progress_bar
+        (= show_progress), prompt_name (a key of the manifest's prompts: "query" or "document"),
+        convert_to_numpy (only True: vectors are numpy arrays).
         """
+        normalize = normalize_embeddings if normalize_embeddings is not None else normalize
+        show_progress = show_progress_bar if show_progress_bar is not None else show_progress
+        if not convert_to_numpy:
+            raise InputError("convert_to_numpy=False is not supported: edgeemb returns numpy arrays (no torch)")
+        if prompt_name is not None:
+            if prompt is not None:
+                raise InputError("pass prompt or prompt_name, not both")
+            if prompt_name not in self.manifest.prompts:
+                raise InputError(f"prompt_name {prompt_name!r} is not among bundle {self.name}'s prompts "
+                                 f"({', '.join(self.manifest.prompts) or 'none'})")
+            prompt = self.manifest.prompts[prompt_name]
+        if long_text not in ("truncate", "window"):
+            raise InputError(f"long_text must be 'truncate' or 'window', got {long_text!r}")
         single = isinstance(texts, str)
         texts = check_texts([texts] if single else texts)
         max_tokens = self.max_tokens if max_tokens is None else max_tokens
@@ -100,6 +121,11 @@ class Encoder:
             raise InputError("batch_size and max_tokens must be positive")
         if prompt:
             texts = [prompt + t for t in texts]
+        if long_text == "window":
+            if layer is not None:
+                raise InputError("long_text='window' and layer= cannot be combined")
+            out = self._encode_windows(texts, batch_size, normalize, show_progress, max_tokens)
+            return out[0] if single else out
         normalize = self.manifest.normalize if normalize is None else normalize
         layer_index = self._layer_index(layer)
         width = (len(self.manifest.layers),) if layer_index == "all" else ()
@@ -113,6 +139,36 @@ class Encoder:
                 out[batch.rows] = self._embed_batch(batch, normalize, layer_index)
                 bar.update(len(batch.rows))
         return out[0] if single else out
+
+    def _encode_windows(self, texts: list[str], batch_size: int, normalize: bool | None, show_progress: bool,
+                        max_tokens: int) -> np.ndarray:
+        """long_text="window": the mean of each text's window vectors (renormalised when normalising)."""
+        if self.kind == "static":
+            raise InputError(f"long_text='window' needs a transformer bundle; {self.name} is {self.kind} (static "
+                             f"bundles pool every token up to max_length {self.manifest.max_length})")
+        normalize = self.manifest.normalize if normalize is None else normalize
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        tok, owner = self.tokenizer.tokenize_windows(texts)
+        self._note_truncation(tok.truncated, len(texts))
+        vecs = np.zeros((len(owner), self.dim), dtype=np.float32)
+        with Progress(len(owner), f"encode {self.name} (windows)", show_progress, "windows") as bar:
+            for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
+                vecs[batch.rows] = self._embed_batch(batch, normalize)
+                bar.update(len(batch.rows))
+        np.add.at(out, owner, vecs)
+        out /= np.bincount(owner, minlength=len(texts))[:, None].astype(np.float32)
+        return pooling.finish(out, normalize, is_unit=False)
+
+    def get_sentence_embedding_dimension(self) -> int:
+        """sentence-transformers' name for dim."""
+        return self.dim
+
+    @property
+    def max_seq_length(self) -> int:
+        """sentence-transformers' name for the token limit (manifest max_length)."""
+        return self.manifest.max_length
 
     def encode_queries(self, texts: Sequence[str] | str, **kw) -> np.ndarray:
         """encode() with the bundle's query prompt (instruction models carry their own)."""

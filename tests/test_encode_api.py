@@ -1,0 +1,51 @@
+"""encode() as sentence-transformers users call it, and long documents embedded whole (long_text="window")."""
+import numpy as np
+import pytest
+
+from edgeemb.errors import InputError
+
+PASTA = "Boil the pasta in salted water, drain it and toss it with olive oil, garlic and parmesan. "
+TRAINS = "The night train leaves the station at ten and reaches the border before the ticket check. "
+
+
+def test_sentence_transformers_names_and_iterables(encoder):
+    texts = ["a cat sits on the mat", "stock markets fell today"]
+    ref = encoder.encode(texts)
+    assert np.allclose(encoder.encode(t for t in texts), ref, atol=1e-6)  # a generator
+    assert np.allclose(encoder.encode(np.array(texts)), ref, atol=1e-6)  # a numpy str array
+    raw = encoder.encode(texts, normalize_embeddings=False)
+    assert np.allclose(raw, encoder.encode(texts, normalize=False)) and not np.allclose(np.linalg.norm(raw, axis=1), 1)
+    assert encoder.encode(texts, show_progress_bar=False, convert_to_numpy=True).shape == (2, 384)
+    assert encoder.get_sentence_embedding_dimension() == 384 and encoder.max_seq_length == encoder.manifest.max_length
+    with pytest.raises(InputError, match="prompt_name 'query' is not among"):
+        encoder.encode(texts, prompt_name="query")
+    with pytest.raises(InputError, match="convert_to_numpy=False"):
+        encoder.encode(texts, convert_to_numpy=False)
+    with pytest.raises(InputError, match="long_text must be"):
+        encoder.encode(texts, long_text="summarise")
+
+
+def test_window_equals_truncate_for_short_texts(encoder):
+    texts = ["a short text", PASTA]
+    assert np.allclose(encoder.encode(texts, long_text="window"), encoder.encode(texts), atol=1e-5)
+
+
+def test_window_sees_the_whole_document(encoder):
+    n = encoder.manifest.max_length
+    head = PASTA * (n // 16 + 2)  # more than max_length tokens of cooking, then much more about trains
+    doc = head + TRAINS * (3 * n // 16)
+    truncated, whole = encoder.encode([doc]), encoder.encode([doc], long_text="window")
+    pasta, trains = encoder.encode([PASTA, TRAINS])
+    assert float(truncated[0] @ pasta) > float(truncated[0] @ trains)  # truncation only saw the cooking part
+    assert float(whole[0] @ trains) > float(whole[0] @ pasta)  # the windows average is mostly trains
+    assert abs(float(np.linalg.norm(whole[0])) - 1) < 1e-5
+
+
+def test_window_needs_a_transformer_bundle():
+    import edgeemb
+    from edgeemb.paths import default_bundle_path
+
+    if not default_bundle_path("default-static").is_dir():
+        pytest.skip("default-static not built")
+    with pytest.raises(InputError, match="needs a transformer bundle"):
+        edgeemb.load("default-static").encode(["x"], long_text="window")
