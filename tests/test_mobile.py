@@ -164,9 +164,11 @@ def test_bundle_without_a_graph_is_refused(tmp_path):
     folder = tmp_path / "static"
     folder.mkdir()
     (folder / "vectors.npy").write_bytes(b"x" * 64)
+    (folder / "tokenizer.json").write_bytes(b"{}")
     write_manifest(folder, Manifest(format_version=FORMAT_VERSION, name="s", kind="static", dim=4, max_length=8,
                                     pooling="mean", normalize=True, quantization="none",
-                                    files={"vectors.npy": file_entry(folder / "vectors.npy")}, inputs=[],
+                                    files={n: file_entry(folder / n) for n in ("vectors.npy", "tokenizer.json")},
+                                    inputs=[],
                                     outputs={}, created_with={}))
     with pytest.raises(ExportError, match="static bundle with no model.onnx; --ort and --fp16-storage apply"):
         prepare_mobile(folder, tmp_path / "m", ort=True)

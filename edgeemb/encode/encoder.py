@@ -274,16 +274,17 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
 
 
 def check_graph(folder: Path, manifest: Manifest, session) -> None:
-    """The manifest must describe the graph: its inputs exist, and `dim` is the width of every vector output."""
+    """The manifest must describe the graph: its inputs exist, and `dim` is the width of its pooled outputs."""
     where = folder / "edgeemb.json"
     graph_inputs = {i.name for i in session.get_inputs()}
     missing = [name for name in manifest.inputs if name not in graph_inputs]
     if missing:
         raise BundleError(f"{where}: field 'inputs' names {missing[0]!r}, which the graph does not take "
                           f"(it takes {', '.join(sorted(graph_inputs))})")
-    for out in session.get_outputs():
+    for out in session.get_outputs():  # token_embeddings may be wider (a Dense layer after pooling)
         width = out.shape[-1] if out.shape else None
-        if out.name in manifest.outputs and isinstance(width, int) and width != manifest.dim:
+        if out.name in ("sentence_embedding", "layer_embeddings") and isinstance(width, int) \
+                and width != manifest.dim:
             raise BundleError(f"{where}: field 'dim' is {manifest.dim} but the graph's output {out.name!r} "
                               f"is {width} wide")
 
