@@ -31,7 +31,10 @@ with tempfile.TemporaryDirectory() as d:
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "onnx", "optimum",
                                                          "edgeemb_export", "edgeemb_bench"})
 assert not heavy, heavy
+import importlib.util
+shipped = [m for m in ("edgeemb_export", "edgeemb_bench", "torch", "onnx") if importlib.util.find_spec(m)]
+assert not shipped, f"the runtime install carries {shipped}"
 from edgeemb.sysinfo import peak_rss_mb
-print(f"runtime-only: import edgeemb {import_ms:.0f} ms, peak RSS {peak_rss_mb():.0f} MB, no toolchain module loaded")
+print(f"runtime-only: import edgeemb {import_ms:.0f} ms, peak RSS {peak_rss_mb():.0f} MB, no toolchain installed or loaded")
 PY
 echo "runtime-only venv: $(du -sm "$tmp/venv" | cut -f1) MB"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install every benchmark peer the recorded figures use (idempotent), so `edgeemb bench` can reproduce them:
-#   1. the `bench` extra of pyproject.toml into the main venv (model2vec[distill], gensim, matplotlib): model2vec
+#   1. the `peers` extra of benchmarks/pyproject.toml into the main venv (model2vec[distill], gensim, matplotlib): model2vec
 #      and gensim run in the main venv beside the export stack (torch, sentence-transformers);
 #   2. ./.venv-peers with fastembed, which needs a huggingface-hub the main venv's tokenizers refuses; its
 #      onnxruntime, tokenizers and numpy are pinned to the main venv's versions so a peer on the same ONNX
@@ -20,13 +20,13 @@ peer_pins=(
 [ -x "$main" ] || { echo "edgeemb setup_peers: $main not found: run scripts/setup.sh first" >&2; exit 2; }
 mapfile -t bench_pins < <("$main" - <<'EOF'
 import tomllib
-with open("pyproject.toml", "rb") as f:
-    print("\n".join(tomllib.load(f)["project"]["optional-dependencies"]["bench"]))
+with open("benchmarks/pyproject.toml", "rb") as f:
+    print("\n".join(tomllib.load(f)["project"]["optional-dependencies"]["peers"]))
 EOF
 )
 stamp="${VENV:-.venv}/.edgeemb-bench-$(printf '%s\n' "${bench_pins[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  echo "edgeemb setup_peers: installing the bench extra into ${VENV:-.venv}: ${bench_pins[*]}"
+  echo "edgeemb setup_peers: installing the benchmark peers into ${VENV:-.venv}: ${bench_pins[*]}"
   "$main" -m pip --disable-pip-version-check -q install "${bench_pins[@]}"
   touch "$stamp"
 fi
