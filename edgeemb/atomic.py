@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 
 @contextmanager
-def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     """Open a temporary file beside `path` for writing; on a clean exit it is fsynced and renamed over `path`.
 
     An exception (or a crash) leaves `path` as it was and removes the temporary file.
@@ -28,13 +28,13 @@ def atomic_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
     fsync_dir(path.parent)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write a file so a crash leaves either the old or the new content, never a mix."""
     with atomic_writer(path) as f:
         f.write(data)
 
 
-def fsync_dir(folder: str | os.PathLike) -> None:
+def fsync_dir(folder: str | os.PathLike[str]) -> None:
     """fsync a folder so a rename inside it is durable (no-op where unsupported)."""
     try:
         fd = os.open(folder, os.O_RDONLY)

@@ -41,7 +41,7 @@ class Corpus:
 
     texts: list[str] = field(default_factory=list)
     ids: list[str] | None = None
-    metadata: list[dict] = field(default_factory=list)
+    metadata: list[dict[str, Any]] = field(default_factory=list)
     skipped_empty: int = 0
 
 
@@ -144,7 +144,7 @@ class CorpusReader:
                               f"column with --text-field NAME)")
         return names
 
-    def _parse(self, raw: bytes, line_no: int, header: list[str] | None) -> tuple[str, str | None, dict] | None:
+    def _parse(self, raw: bytes, line_no: int, header: list[str] | None) -> tuple[str, str | None, dict[str, Any]] | None:
         line = self._decode(raw, line_no)
         if self.format == ".txt":
             return _checked_text(line, self.path, line_no), None, {}
@@ -154,6 +154,7 @@ class CorpusReader:
             row = self._json(line, line_no)
         else:
             values = line.split("\t")
+            assert header is not None  # .tsv rows are parsed after the header line
             if len(values) > len(header):
                 raise CorpusError(f"{self.path}: line {line_no} has {len(values)} tab-separated fields, the header "
                                   f"{len(header)}")
@@ -173,7 +174,7 @@ class CorpusReader:
         meta = {k: v for k, v in row.items() if k not in (self.text_field, self.id_field) and v is not None}
         return _checked_text(text, self.path, line_no), doc_id, meta
 
-    def _json(self, line: str, line_no: int) -> dict:
+    def _json(self, line: str, line_no: int) -> dict[str, Any]:
         try:
             row = json.loads(line)
         except RecursionError:

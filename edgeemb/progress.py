@@ -40,5 +40,5 @@ class Progress:
     def __enter__(self) -> Progress:  # noqa: PYI034
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

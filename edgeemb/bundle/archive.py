@@ -14,6 +14,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -29,7 +30,7 @@ BLOCK = tarfile.BLOCKSIZE
 MEMBER_SLACK = 4 * BLOCK  # per member: its header plus room for a short pax header
 
 
-def pack(bundle_dir: str | os.PathLike, out_tar: str | os.PathLike, force: bool = False,
+def pack(bundle_dir: str | os.PathLike[str], out_tar: str | os.PathLike[str], force: bool = False,
          show_progress: bool = False) -> Path:
     """Write the bundle's manifest and listed files into one uncompressed .tar, atomically.
 
@@ -67,7 +68,7 @@ def pack(bundle_dir: str | os.PathLike, out_tar: str | os.PathLike, force: bool 
     return out
 
 
-def unpack(tar: str | os.PathLike, out_dir: str | os.PathLike, force: bool = False,
+def unpack(tar: str | os.PathLike[str], out_dir: str | os.PathLike[str], force: bool = False,
            show_progress: bool = False) -> Path:
     """Verify and extract an archive into out_dir (created; must be empty unless force); return out_dir.
 
@@ -92,7 +93,7 @@ def unpack(tar: str | os.PathLike, out_dir: str | os.PathLike, force: bool = Fal
     return out
 
 
-def unpack_cached(tar: str | os.PathLike, verify: bool = True) -> Path:
+def unpack_cached(tar: str | os.PathLike[str], verify: bool = True) -> Path:
     """The verified folder of an archive under <home>/unpacked/<archive sha256>, unpacking it when needed."""
     tar = Path(tar)
     if not tar.is_file():
@@ -137,7 +138,7 @@ def extract_verified(tar: Path, dest: Path, show_progress: bool = False) -> Mani
 
 def archive_size_bound(manifest_size: int, manifest: Manifest) -> int:
     """Largest archive the manifest can account for: its files, headers, padding and the end-of-archive record."""
-    sizes = [manifest_size] + [info["size"] for info in manifest.files.values()]
+    sizes: list[int] = [manifest_size] + [int(info["size"]) for info in manifest.files.values()]
     return sum(-(-s // BLOCK) * BLOCK + MEMBER_SLACK for s in sizes) + 2 * BLOCK + tarfile.RECORDSIZE
 
 
@@ -176,7 +177,7 @@ def _check_archive_size(tar: Path, manifest: Manifest, manifest_size: int) -> No
                           f"refusing it")
 
 
-def _extract_members(tf: tarfile.TarFile, members, manifest: Manifest, tar: Path, dest: Path,
+def _extract_members(tf: tarfile.TarFile, members: Iterator[tarfile.TarInfo], manifest: Manifest, tar: Path, dest: Path,
                      show_progress: bool) -> None:
     declared_total = sum(info["size"] for info in manifest.files.values())
     seen: set[str] = set()
@@ -246,6 +247,8 @@ def _read_member(tf: tarfile.TarFile, member: tarfile.TarInfo, size: int) -> byt
 def _copy_member(tf: tarfile.TarFile, member: tarfile.TarInfo, path: Path, bar: Progress) -> str:
     """Stream one member into a new file with bounded reads; return its sha256."""
     src = tf.extractfile(member)
+    if src is None:
+        raise BundleError(f"member {member.name!r} is not a regular file")
     digest = hashlib.sha256()
     left = member.size
     with open(path, "xb") as dst:

@@ -60,7 +60,7 @@ class Manifest:
     quantization: str
     files: dict[str, dict[str, Any]]
     inputs: list[str]
-    outputs: dict[str, list]
+    outputs: dict[str, list[Any]]
     created_with: dict[str, str]
     source: dict[str, Any] = field(default_factory=dict)
     prompts: dict[str, str] = field(default_factory=dict)
@@ -190,7 +190,7 @@ def loads_manifest(raw: bytes, where: str) -> Any:
     return data
 
 
-def read_manifest(folder: str | os.PathLike) -> Manifest:
+def read_manifest(folder: str | os.PathLike[str]) -> Manifest:
     """Read and validate <folder>/edgeemb.json without touching the other files."""
     folder = Path(folder)
     if not folder.exists():
@@ -210,7 +210,7 @@ def read_manifest(folder: str | os.PathLike) -> Manifest:
     return parse_manifest(loads_manifest(raw, str(path)), str(path))
 
 
-def write_manifest(folder: str | os.PathLike, manifest: Manifest) -> Path:
+def write_manifest(folder: str | os.PathLike[str], manifest: Manifest) -> Path:
     """Validate and write edgeemb.json atomically (temp file, fsync, rename)."""
     parse_manifest(manifest.to_dict(), "manifest being written")
     path = Path(folder) / MANIFEST

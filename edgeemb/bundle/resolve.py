@@ -12,7 +12,7 @@ from .manifest import Manifest, read_manifest
 from .verify import verify_files
 
 
-def resolve_bundle(ref: str | os.PathLike | None) -> Path:
+def resolve_bundle(ref: str | os.PathLike[str] | None) -> Path:
     """A bundle's folder (or .tar): a path, an embedded default's name ("default", "default-static", None), or
     the name of a bundle built in the cache or installed as a wheel (`edgeemb pack --wheel`)."""
     name = "default" if ref is None else str(ref)
@@ -39,7 +39,7 @@ def resolve_bundle(ref: str | os.PathLike | None) -> Path:
     raise BundleError(f"bundle not found: {name}{hint}")
 
 
-def open_bundle(ref: str | os.PathLike | None, verify: bool = True) -> tuple[Path, Manifest]:
+def open_bundle(ref: str | os.PathLike[str] | None, verify: bool = True) -> tuple[Path, Manifest]:
     """The folder and validated manifest of a bundle; its files are checked against the manifest when verify.
 
     A .tar from `edgeemb pack` is unpacked into the cache once, every checksum verified on the way.

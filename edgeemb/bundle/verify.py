@@ -13,7 +13,7 @@ from ..errors import BundleError
 from .manifest import Manifest
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file, streamed."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -22,7 +22,7 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify_files(folder: str | os.PathLike, manifest: Manifest, cache: bool = True) -> None:
+def verify_files(folder: str | os.PathLike[str], manifest: Manifest, cache: bool = True) -> None:
     """Check every listed file exists with the recorded size and sha256.
 
     cache: trust a file hashed before whose path, size, inode and mtime are unchanged (recorded in
@@ -100,6 +100,6 @@ class _HashCache:
             pass  # a read-only home only costs re-hashing next time
 
 
-def file_entry(path: str | os.PathLike) -> dict[str, Any]:
+def file_entry(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest's record of one file: sha256 and size."""
     return {"sha256": sha256_file(path), "size": os.path.getsize(path)}

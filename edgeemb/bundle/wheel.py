@@ -28,7 +28,7 @@ def package_name(bundle_name: str) -> str:
     return "edgeemb_model_" + re.sub(r"[^0-9A-Za-z]+", "_", bundle_name).strip("_").lower()
 
 
-def write_wheel(bundle_dir: str | os.PathLike, out_dir: str | os.PathLike, version: str = "0.1.0",
+def write_wheel(bundle_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], version: str = "0.1.0",
                 aliases: tuple[str, ...] = ()) -> Path:
     """Write `<out_dir>/edgeemb_model_<name>-<version>-py3-none-any.whl` from a verified bundle folder."""
     folder, out_dir = Path(bundle_dir), Path(out_dir)
