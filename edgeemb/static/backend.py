@@ -26,7 +26,7 @@ def load_npy(folder: Path, name: str, manifest: Manifest, mmap: bool = True) -> 
     if name not in manifest.files:
         return None
     try:
-        return np.load(folder / name, mmap_mode="r" if mmap else None, allow_pickle=False)
+        return np.asarray(np.load(folder / name, mmap_mode="r" if mmap else None, allow_pickle=False))
     except (OSError, ValueError) as exc:
         raise BundleError(f"{folder / name}: unreadable ({str(exc).splitlines()[0][:200]})") from None
 
@@ -48,11 +48,12 @@ class StaticModel:
             raise BundleError(f"{folder / 'edgeemb.json'}: static bundles need options.vocab_size and "
                               f"options.unk_id") from None
         self.lowercase = bool(opts.get("lowercase", False))
-        self.table = load_npy(self.folder, VECTORS, manifest)
-        if self.table is None or self.table.shape != (self.vocab_size, manifest.dim):
-            shape = None if self.table is None else self.table.shape
+        table = load_npy(self.folder, VECTORS, manifest)
+        if table is None or table.shape != (self.vocab_size, manifest.dim):
+            shape = None if table is None else table.shape
             raise BundleError(f"{folder / VECTORS}: shape {shape} differs from the manifest's "
                               f"({self.vocab_size}, {manifest.dim})")
+        self.table: np.ndarray = table
         self.scales = self._row_array(SCALES, manifest)
         weights = self._row_array(WEIGHTS, manifest)
         factor = np.ones(self.vocab_size, np.float32)

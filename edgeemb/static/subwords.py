@@ -54,4 +54,4 @@ class Subwords:
         vecs = self.table[rows].astype(np.float32)
         if self.scales is not None:
             vecs *= self.scales[rows, None]
-        return vecs.mean(axis=0)
+        return np.asarray(vecs.mean(axis=0))

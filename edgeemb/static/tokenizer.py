@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from tokenizers import Tokenizer
 
@@ -22,7 +22,7 @@ OOV_CACHE = 100_000  # fastText out-of-vocabulary vectors kept between encode() 
 WORD_CACHE = 200_000  # words remembered by the ASCII fast path before it starts over
 
 
-def ascii_fast_path(tok: Tokenizer) -> tuple[re.Pattern, bool] | None:
+def ascii_fast_path(tok: Tokenizer) -> tuple[re.Pattern[str], bool] | None:
     """(split regex, lowercase) when the tokenizer's pipeline on printable ASCII is a regex split plus a
     per-word lookup (WordLevel/WordPiece after BertPreTokenizer or Whitespace), else None."""
     spec = json.loads(tok.to_str())
@@ -88,9 +88,11 @@ class StaticTokenizer(TextTokenizer):
                             row[j] = m.oov_id(m.normal_word(texts[i][start:end]))
                 ids[i] = row
                 truncated += bool(enc.overflowing or len(texts[i]) > cap)
-        return Tokenized(ids, [0] * len(ids), truncated)  # type ids: a scalar 0 per text, broadcast when padding
+        # every row is filled above; type ids: a scalar 0 per text, broadcast when padding
+        return Tokenized(cast("list[list[int]]", ids), cast("list[list[int]]", [0] * len(ids)), truncated)
 
     def _fast_ids(self, text: str) -> list[int]:
+        assert self.fast is not None  # only called on the fast path
         split, lowercase = self.fast
         cache, out = self.cache, []
         for word in split.findall(text.lower() if lowercase else text):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -40,6 +40,7 @@ class WordVectors:
         """The vocabulary in table order (frequency order for word2vec, GloVe and fastText files)."""
         if self._words is None:
             words = [""] * self.model.vocab_size
+            assert self.model.tokenizer is not None  # set by load_static before any word query
             for word, i in self.model.tokenizer.tokenizer.get_vocab(with_added_tokens=True).items():
                 if 0 <= i < self.model.vocab_size:
                     words[i] = word
@@ -102,17 +103,18 @@ class WordVectors:
                 raise WordNotFound(f"word {word!r} is not in the vocabulary of {self.model.manifest.name}")
         if norm:
             n = float(np.linalg.norm(vec))
-            return vec / n if n > 0 else vec.copy()
-        return vec.copy()
+            return np.asarray(vec / n if n > 0 else vec.copy())
+        return np.asarray(vec.copy())
 
     def _norm_rows(self) -> np.ndarray:
         if self._norms is None:
-            self._norms = np.linalg.norm(self.vectors, axis=1)
+            self._norms = np.asarray(np.linalg.norm(self.vectors, axis=1))
         return self._norms
 
-    def _weighted_keys(self, positive, negative) -> tuple[list, list[float]]:
+    def _weighted_keys(self, positive: Any, negative: Any) -> tuple[list[Any], list[float]]:
         positive, negative = _as_list(positive), _as_list(negative)
-        keys, weights = [], []
+        keys: list[Any] = []
+        weights: list[float] = []
         for item, default in [(p, 1.0) for p in positive] + [(n, -1.0) for n in negative]:
             if isinstance(item, tuple):
                 keys.append(item[0])
@@ -126,12 +128,12 @@ class WordVectors:
         end = min(restrict_vocab or self.model.vocab_size, self.model.vocab_size)
         with np.errstate(divide="ignore", invalid="ignore"):
             dists = self.vectors[:end] @ mean / self._norm_rows()[:end]
-        return np.nan_to_num(dists, nan=-np.inf)
+        return np.asarray(np.nan_to_num(dists, nan=-np.inf))
 
-    def _exclude(self, keys) -> set[int]:
+    def _exclude(self, keys: list[Any]) -> set[int]:
         return {i for k in keys if isinstance(k, str) and (i := self._row(k)) is not None}
 
-    def most_similar(self, positive=None, negative=None, topn: int | None = 10,
+    def most_similar(self, positive: Any = None, negative: Any = None, topn: int | None = 10,
                      restrict_vocab: int | None = None) -> list[tuple[str, float]] | np.ndarray:
         """Words nearest to the mean of unit vectors (+positive, -negative): 3CosAdd, as gensim computes it."""
         if topn is not None and topn < 1:
@@ -148,7 +150,7 @@ class WordVectors:
         mean = mean / n if n > 0 else mean
         return self._top(self._scores(mean, restrict_vocab), topn, self._exclude(keys))
 
-    def most_similar_cosmul(self, positive=None, negative=None, topn: int | None = 10,
+    def most_similar_cosmul(self, positive: Any = None, negative: Any = None, topn: int | None = 10,
                             restrict_vocab: int | None = None) -> list[tuple[str, float]] | np.ndarray:
         """3CosMul (Levy & Goldberg 2014, cosines shifted to [0, 1]), as gensim computes it."""
         if topn is not None and topn < 1:
@@ -157,7 +159,7 @@ class WordVectors:
         if not positive:
             raise InputError("most_similar_cosmul needs at least one positive word")
 
-        def shifted(terms):
+        def shifted(terms: list[Any]) -> list[np.ndarray]:
             return [(1 + self._scores(t if isinstance(t, np.ndarray) else self.get_vector(t, norm=True),
                                       restrict_vocab)) / 2 for t in terms]
 
@@ -208,7 +210,7 @@ class WordVectors:
             return 1.0 - self._scores(vec / max(float(np.linalg.norm(vec)), 1e-12), None)
         others = self[list(other_words)]
         sims = others @ vec / np.maximum(np.linalg.norm(others, axis=1) * np.linalg.norm(vec), 1e-12)
-        return (1.0 - sims).astype(np.float32)
+        return np.asarray((1.0 - sims).astype(np.float32))
 
     def doesnt_match(self, words: Sequence[str]) -> str:
         """The word furthest from the mean of the given words' unit vectors; words with no vector are ignored."""
@@ -219,10 +221,10 @@ class WordVectors:
         mean = vecs.mean(axis=0)
         n = float(np.linalg.norm(mean))
         dists = vecs @ (mean / n if n > 0 else mean)
-        return min(zip(dists.tolist(), used))[1]
+        return str(min(zip(dists.tolist(), used))[1])
 
 
-def _as_list(x) -> list:
+def _as_list(x: Any) -> list[Any]:
     if x is None:
         return []
     if isinstance(x, (str, np.ndarray, tuple)):
