@@ -127,3 +127,19 @@ def test_unpack_force_keeps_other_files_and_refuses_non_bundles(bundle_copy, tmp
     assert (index / STORE).exists()
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir() if p.is_dir() and "old" in p.name), \
         os.listdir(tmp_path)
+
+
+def test_unpack_onto_a_symlink_or_under_a_file_is_a_clear_error(bundle_copy, tmp_path):
+    tar = tmp_path / "b.tar"
+    pack(bundle_copy, tar)
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with pytest.raises(BundleError, match="symbolic link"):
+        unpack(tar, tmp_path / "link")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(BundleError, match="cannot create"):
+        unpack(tar, tmp_path / "dangling" / "x")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BundleError, match="cannot create"):
+        unpack(tar, tmp_path / "file" / "x")
+    assert not any((tmp_path / "real").iterdir())

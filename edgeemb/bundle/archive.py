@@ -78,12 +78,17 @@ def unpack(tar: str | os.PathLike[str], out_dir: str | os.PathLike[str], force: 
     tar, out = Path(tar), Path(out_dir)
     if not tar.is_file():
         raise BundleError(f"archive not found: {tar}")
+    if out.is_symlink():
+        raise BundleError(f"{out} is a symbolic link; unpack into a real folder (the link's target, say)")
     if out.exists() and not out.is_dir():
         raise BundleError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
         raise BundleError(f"{out} exists and is not empty; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.unpack-", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.unpack-", dir=out.parent))
+    except OSError as exc:
+        raise BundleError(f"cannot create {out} ({exc.strerror or exc}: {exc.filename or out.parent})") from None
     try:
         extract_verified(tar, tmp, show_progress)
         tmp.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared
