@@ -14,7 +14,8 @@ _EXPORTS = {
     "BundleError": "errors", "CorpusError": "errors", "EdgeembError": "errors", "IndexMismatchError": "errors",
     "IndexStoreError": "errors", "InputError": "errors",
     "Manifest": "bundle", "read_manifest": "bundle",
-    "Encoder": "encode.encoder", "TruncationWarning": "encode.encoder", "load": "encode.encoder",
+    "Encoder": "encode.encoder", "TruncationWarning": "encode.encoder", "ZeroVectorWarning": "encode.encoder",
+    "load": "encode.encoder",
     "Hit": "search.index", "Index": "search.index",
     "HybridRetriever": "search.hybrid",
     "cosine": "similarity", "top_k": "similarity",
@@ -22,13 +23,14 @@ _EXPORTS = {
 }
 __all__ = [
     "BundleError", "CorpusError", "EdgeembError", "Encoder", "Hit", "HybridRetriever", "Index", "IndexMismatchError",
-    "IndexStoreError", "InputError", "Manifest", "TruncationWarning", "WordNotFound", "WordVectors", "cosine", "load",
+    "IndexStoreError", "InputError", "Manifest", "TruncationWarning", "WordNotFound", "WordVectors", "ZeroVectorWarning", "cosine",
+    "load",
     "read_manifest", "top_k",
 ]
 
 if TYPE_CHECKING:
     from .bundle import Manifest, read_manifest
-    from .encode.encoder import Encoder, TruncationWarning, load
+    from .encode.encoder import Encoder, TruncationWarning, ZeroVectorWarning, load
     from .errors import (
         BundleError,
         CorpusError,

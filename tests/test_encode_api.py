@@ -49,3 +49,15 @@ def test_window_needs_a_transformer_bundle():
         pytest.skip("default-static not built")
     with pytest.raises(InputError, match="needs a transformer bundle"):
         edgeemb.load("default-static").encode(["x"], long_text="window")
+
+
+def test_a_text_with_no_known_token_is_counted_and_warned():
+    import edgeemb
+    from edgeemb.paths import default_bundle_path
+
+    if not default_bundle_path("default-static").is_dir():
+        pytest.skip("default-static not built")
+    enc = edgeemb.load("default-static")
+    with pytest.warns(edgeemb.ZeroVectorWarning, match="1 of 2 texts have no token"):
+        vecs = enc.encode(["a cat on the mat", "\U0001F600\U0001F601"])
+    assert enc.zero_vectors == 1 and not vecs[1].any() and vecs[0].any()

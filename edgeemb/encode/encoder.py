@@ -31,6 +31,10 @@ class TruncationWarning(UserWarning):
     """Some texts were longer than the bundle's max_length and were cut."""
 
 
+class ZeroVectorWarning(UserWarning):
+    """Some texts had no token the bundle knows (static bundles) and got a zero vector, which matches nothing."""
+
+
 class TextEncoder(Protocol):
     """What an index or retriever needs of an encoder (an Encoder, or a stand-in in tests)."""
 
@@ -55,6 +59,7 @@ class Encoder:
     def __init__(self, path: Path, manifest: Manifest, backend: Backend, tokenizer: TextTokenizer, threads: int):
         self.path, self.manifest, self.backend, self.tokenizer, self.threads = path, manifest, backend, tokenizer, threads
         self.truncated = 0  # texts cut to max_length over this Encoder's life
+        self.zero_vectors = 0  # texts that got a zero vector (no known token) over this Encoder's life
         self.max_tokens = DEFAULT_MAX_TOKENS  # padded tokens per batch when encode() is not told otherwise
         self._inputs = list(manifest.inputs)
         self._outputs = set(manifest.outputs)
@@ -138,6 +143,8 @@ class Encoder:
             for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
                 out[batch.rows] = self._embed_batch(batch, normalize, layer_index)
                 bar.update(len(batch.rows))
+        if layer_index is None:
+            self._note_zero_vectors(out, len(texts))
         return out[0] if single else out
 
     def _encode_windows(self, texts: list[str], batch_size: int, normalize: bool | None, show_progress: bool,
@@ -234,6 +241,14 @@ class Encoder:
         except KeyError as exc:
             raise BundleError(f"{self.path}: graph input {exc.args[0]!r} is not one edgeemb can feed") from None
         return self.backend.run(outputs, chosen)
+
+    def _note_zero_vectors(self, out: np.ndarray, total: int) -> None:
+        n = int(np.count_nonzero(~out.any(axis=1)))
+        if n:
+            self.zero_vectors += n
+            warnings.warn(f"{n} of {total} texts have no token bundle {self.name} knows and got a zero vector "
+                          f"(cosine 0 to everything: in an index they match no query)", ZeroVectorWarning,
+                          stacklevel=3)
 
     def _note_truncation(self, n: int, total: int) -> None:
         if n:
