@@ -61,3 +61,21 @@ def test_a_text_with_no_known_token_is_counted_and_warned():
     with pytest.warns(edgeemb.ZeroVectorWarning, match="1 of 2 texts have no token"):
         vecs = enc.encode(["a cat on the mat", "\U0001F600\U0001F601"])
     assert enc.zero_vectors == 1 and not vecs[1].any() and vecs[0].any()
+
+
+def test_chunked_tokenising_keeps_order_and_values(encoder, monkeypatch):
+    from edgeemb.encode import encoder as encoder_module
+
+    texts = [f"text number {i} " * (1 + i % 7) for i in range(50)]
+    whole = encoder.encode(texts)
+
+    def same(a, b):  # row i is text i (dynamic int8 varies a little with the batch: issue #15)
+        return bool(((a * b).sum(axis=1) > 0.97).all() and ((a @ b.T).argmax(axis=1) == np.arange(len(a))).all())
+
+    monkeypatch.setattr(encoder_module, "CHUNK_TEXTS", 8)
+    spans = list(encoder_module.tokenize_chunks(texts, 10_000))
+    assert len(spans) == 7 and spans[0] == (0, 8) and spans[-1] == (48, 50)
+    assert same(encoder.encode(texts), whole)
+    monkeypatch.setattr(encoder_module, "CHUNK_CHARS", 100)  # every few texts a chunk, by characters
+    assert len(list(encoder_module.tokenize_chunks(texts, 10_000))) > 7
+    assert same(encoder.encode(texts), whole)

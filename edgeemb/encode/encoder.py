@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -15,7 +15,7 @@ from ..similarity import cosine
 from ..sysinfo import physical_cores
 from . import pooling
 from .backend import Backend, OnnxBackend
-from .batching import Batch, TextTokenizer, check_texts
+from .batching import CHARS_PER_TOKEN_CAP, Batch, TextTokenizer, check_texts
 
 if TYPE_CHECKING:
     from ..static.words import WordVectors
@@ -25,6 +25,10 @@ if TYPE_CHECKING:
 # temporaries (int8 MiniLM, sample corpus: 280 MB peak at 2048 tokens, 199 MB at 1024, which was no slower).
 DEFAULT_MAX_TOKENS = 1024
 LOW_MEMORY_MAX_TOKENS = 512
+
+
+CHUNK_TEXTS = 4096  # texts tokenised at once by encode(): bounds the tokenizer's memory ...
+CHUNK_CHARS = 1 << 21  # ... and so do 2M characters (2,000 texts of 16 KB once peaked at 1.8 GB unchunked)
 
 
 class TruncationWarning(UserWarning):
@@ -137,12 +141,15 @@ class Encoder:
         out = np.zeros((len(texts), *width, self.dim), dtype=np.float32)
         if not texts:
             return out[0] if single else out
-        tok = self.tokenizer.tokenize(texts)
-        self._note_truncation(tok.truncated, len(texts))
+        truncated = 0
         with Progress(len(texts), f"encode {self.name}", show_progress, "texts") as bar:
-            for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
-                out[batch.rows] = self._embed_batch(batch, normalize, layer_index)
-                bar.update(len(batch.rows))
+            for start, end in tokenize_chunks(texts, self.tokenizer.max_length * CHARS_PER_TOKEN_CAP):
+                tok = self.tokenizer.tokenize(texts[start:end])  # bounded: tokenizers' encodings die per chunk
+                truncated += tok.truncated
+                for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
+                    out[start + batch.rows] = self._embed_batch(batch, normalize, layer_index)
+                    bar.update(len(batch.rows))
+        self._note_truncation(truncated, len(texts))
         if layer_index is None:
             self._note_zero_vectors(out, len(texts))
         return out[0] if single else out
@@ -286,6 +293,20 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
                               tok_opts.get("pad_id", 0), tok_opts.get("padding_side", "right"),
                               tok_opts.get("eos_id") if manifest.options.get("append_eos") else None)
     return _preset(Encoder(folder, manifest, backend, tokenizer, threads), low_memory)
+
+
+def tokenize_chunks(texts: list[str], cap: int) -> Iterator[tuple[int, int]]:
+    """[start, end) spans of texts tokenised together: at most CHUNK_TEXTS texts and CHUNK_CHARS characters
+    (each text counted up to `cap`, where it is cut), so memory stays bounded for any number and length of
+    texts; batches are length-sorted within a span."""
+    start, chars = 0, 0
+    for i, text in enumerate(texts):
+        chars += min(len(text), cap)
+        if i + 1 - start >= CHUNK_TEXTS or chars >= CHUNK_CHARS:
+            yield start, i + 1
+            start, chars = i + 1, 0
+    if start < len(texts):
+        yield start, len(texts)
 
 
 def check_graph(folder: Path, manifest: Manifest, session) -> None:
