@@ -5,7 +5,7 @@ import sys
 
 SCRIPT = """
 import sys, tempfile
-FORBIDDEN = ("torch", "transformers", "optimum", "onnx", "sklearn", "edgeemb_export", "edgeemb_bench")
+FORBIDDEN = ("torch", "transformers", "optimum", "onnx", "sklearn", "edgeemb_export", "edgeemb_bench", "ray")
 
 def loaded(stage):
     bad = sorted(m for m in sys.modules if m.split(".")[0] in FORBIDDEN)

@@ -1,6 +1,12 @@
 """Index memory study (issue 16): float32 HNSW vs compressed storages at 10k, 100k and ~537k documents.
 
-    .venv/bin/python benchmarks/studies/index_memory.py encode      # cache corpus vectors once (~40 min, one core)
+    .venv/bin/python benchmarks/studies/index_memory.py figures --sizes 10k 100k   # the Index API, end to end
+    .venv/bin/python benchmarks/studies/index_memory.py encode      # all corpora for the "all" size (~40 min)
+
+`figures` takes document vectors from the benchmarks' shared vector cache (edgeemb_bench.cache, encoding what is
+missing: the first 100k en_corpus rows and the SciFact corpus), builds Index(vectors="float32") and
+Index(vectors="binary") from them, answers query text end to end through Index.search in a fresh process per
+configuration, measures deleting half and compacting, and writes the report and plot under docs/results.
 """
 from __future__ import annotations
 
@@ -147,13 +153,31 @@ def held_out_rows(n_en: int) -> np.ndarray:
     return np.sort(rng.choice(np.arange(HELD_FROM, n_en), N_QUERIES, replace=False))
 
 
+def shared_vectors(name: str) -> Path:
+    """The benchmarks' shared cache file of a dataset's vectors by the default bundle (edgeemb_bench.cache)."""
+    from edgeemb_bench.cache import vectors_path
+
+    from edgeemb.bundle import read_manifest
+    from edgeemb.paths import default_bundle_path
+
+    return vectors_path(name, read_manifest(default_bundle_path(BUNDLE)).bundle_id)
+
+
 def vec_file(name: str) -> np.ndarray:
-    return np.load(VECTORS / f"{name}.all-minilm-l6-v2-int8.npy", mmap_mode="r")
+    """Cached document vectors: the study's own file (all rows, from `encode`), else the shared cache's."""
+    own = VECTORS / f"{name}.all-minilm-l6-v2-int8.npy"
+    return np.load(own if own.is_file() else shared_vectors(name), mmap_mode="r")
+
+
+def en_rows() -> int:
+    """Data rows of en_corpus (the held-out queries are drawn from rows past the first 100k)."""
+    with open(CORPORA["en_corpus"], "rb") as f:
+        return sum(1 for _ in f) - 1
 
 
 def segments(size: str) -> list[tuple[str, np.ndarray]]:
     """(vector file name, its rows) in label order: corpus rows, then the SciFact corpus (the nDCG targets)."""
-    n_en = len(vec_file("en_corpus"))
+    n_en = en_rows()
     held = held_out_rows(n_en)
     if size == "all":
         en = np.setdiff1d(np.arange(n_en), held)
@@ -320,7 +344,7 @@ def ndcg(got: list[list[int]], size: str) -> float:
 # -- building ----------------------------------------------------------------------------------------------
 def paths(size: str) -> dict[str, Path]:
     base = BENCH / size
-    return {"index": base / "index", "codes": base / "codes", "usearch_i8": base / "usearch_i8.usearch",
+    return {"index": base / "index", "binary": base / "binary", "codes": base / "codes", "usearch_i8": base / "usearch_i8.usearch",
             "usearch_b1": base / "usearch_b1.usearch", "sqlite_vec": base / "sqlite_vec.db"}
 
 
@@ -333,13 +357,14 @@ def child_build(size: str, what: str) -> dict:
     p = paths(size)
     start = time.perf_counter()
     extra: dict = {}
-    if what == "index":  # the current path: store + hnswlib float32 graph (M 16, ef_construction 200)
+    if what in ("index", "binary"):  # Index(vectors="float32": hnswlib M 16, ef_construction 200 | "binary")
         import edgeemb
 
         enc = edgeemb.load(BUNDLE, threads=1)
-        shutil.rmtree(p["index"], ignore_errors=True)
+        shutil.rmtree(p[what], ignore_errors=True)
         texts = doc_texts(size)
-        index = edgeemb.Index.create(p["index"], enc, capacity=n_docs(size) + 16)
+        index = edgeemb.Index.create(p[what], enc, capacity=n_docs(size) + 16,
+                                     vectors="float32" if what == "index" else "binary")
         graph_time = [0.0]
         orig = index.graph.add
 
@@ -355,8 +380,10 @@ def child_build(size: str, what: str) -> dict:
         index.save()
         index.close()
         extra = {"graph_s": round(graph_time[0], 1)}
-        files = {"docs.sqlite": folder_bytes(p["index"] / "docs.sqlite"),
-                 "graph": sum(folder_bytes(f) for f in p["index"].glob("graph.*.bin"))}
+        files = {"docs.sqlite": folder_bytes(p[what] / "docs.sqlite"),
+                 "graph": sum(folder_bytes(f) for f in p[what].glob("graph.*.bin")),
+                 "codes": sum(folder_bytes(f) for f in p[what].glob("codes.*.bin")),
+                 "rows": sum(folder_bytes(f) for f in p[what].glob("rows.*.i8"))}
     elif what == "codes":
         from edgeemb.search.codes import BinaryCodes
 
@@ -720,6 +747,248 @@ def cmd_compact(args) -> None:
             shutil.rmtree(BENCH / size / f"compact_{storage}", ignore_errors=True)
 
 
+# -- the Index API end to end (what `figures` runs) ----------------------------------------------------------
+E2E_CONFIGS = {
+    "encoder + store only": ("none", {}),
+    "float32 (hnsw ef 64)": ("index", {}),
+    "binary": ("binary", {}),
+    "binary + exact top 20": ("binary", {"exact_top": 20}),
+}
+
+
+def query_file() -> Path:
+    """The query texts as a small JSON, written once by the parent: a child reading the corpora to find them would
+    carry ~35 MB of freed-but-resident strings into the RSS it measures."""
+    file = BENCH / "query_texts.json"
+    if not file.is_file():
+        para, _, sf, _ = query_texts()
+        BENCH.mkdir(parents=True, exist_ok=True)
+        file.write_text(json.dumps({"para": para, "scifact": sf}, ensure_ascii=False))
+    return file
+
+
+def child_e2e(size: str, storage: str, params: dict) -> dict:
+    """One process: load the encoder, open the index read-only, answer every query text end to end (encode, then
+    Index.search with the vector: search and documents fetched); RSS at each step and per-query latency."""
+    import edgeemb
+    from edgeemb.search.store import DocStore
+
+    p = paths(size)
+    texts_by_set = json.loads(query_file().read_text())
+    para, sf = texts_by_set["para"], texts_by_set["scifact"]
+    del texts_by_set
+    base = proc_status()
+    enc = edgeemb.load(BUNDLE, threads=1)
+    enc.encode_queries(["warm up the session"])
+    after_model = proc_status()
+    t = time.perf_counter()
+    if storage == "none":
+        store = DocStore.open(p["binary"], read_only=True)
+
+        def search(v):
+            return list(store.documents([]).values())
+    else:
+        index = edgeemb.Index.open(p[storage], enc, read_only=True)
+        if "exact_top" in params:  # what the exact_top setting would give, without another build
+            index.graph.codes.exact_top = int(params["exact_top"])
+
+        def search(v):
+            return index.search(v, k=K, ef=params.get("ef"))
+    open_s = time.perf_counter() - t
+    opened = proc_status()
+    for text in para[:20]:
+        search(enc.encode_queries([text])[0])
+    results, times, enc_times, search_times = {}, [], [], []
+    for name, texts in (("para", para), ("scifact", sf)):
+        got = []
+        for text in texts:
+            t0 = time.perf_counter()
+            v = enc.encode_queries([text])[0]
+            t1 = time.perf_counter()
+            hits = search(v)
+            t2 = time.perf_counter()
+            times.append(t2 - t0)
+            enc_times.append(t1 - t0)
+            search_times.append(t2 - t1)
+            assert all(h.text for h in hits)
+            got.append([int(h.id[1:]) for h in hits])
+        results[name] = got
+    end = proc_status()
+    out = {"size": size, "storage": storage, "params": params, "docs": n_docs(size), "load": load_now(),
+           "open_s": round(open_s, 3),
+           "rss_mb": {"start": mb(base["VmRSS"]), "model": mb(after_model["VmRSS"]), "opened": mb(opened["VmRSS"]),
+                      "end": mb(end["VmRSS"]), "end_anon": mb(end["RssAnon"]), "end_file": mb(end["RssFile"]),
+                      "peak": mb(end["VmHWM"])},
+           "latency_ms": lat(times), "encode_ms": lat(enc_times), "search_ms": lat(search_times)}
+    if storage != "none":
+        tr = truth(size)
+        out["recall@10"] = recall_at_k(results["para"], tr["para_labels"])
+        out["ndcg@10"] = ndcg(results["scifact"], size)
+        out["ndcg@10_exact"] = ndcg([row.tolist() for row in tr["scifact_labels"]], size)
+    return out
+
+
+def child_index_compact(size: str, storage: str, frac: float) -> dict:
+    """Delete a fraction of an Index's documents, then Index.compact: disk after each step, and after a VACUUM
+    of the store (which compact does not run)."""
+    import sqlite3
+
+    import edgeemb
+
+    work = BENCH / size / f"compact_{storage}"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(paths(size)[storage], work)
+    n = n_docs(size)
+    gone = np.sort(np.random.default_rng(1).choice(n, int(frac * n), replace=False))
+    out = {"size": size, "storage": storage, "deleted": len(gone), "docs": n, "disk_before": folder_bytes(work)}
+
+    def vector_files():
+        return sum(folder_bytes(f) for pat in ("graph.*.bin", "codes.*.bin", "rows.*.i8") for f in work.glob(pat))
+
+    out["vectors_before"] = vector_files()
+    index = edgeemb.Index.open(work)
+    index.delete([f"d{i}" for i in gone.tolist()])
+    out["disk_after_delete"] = folder_bytes(work)
+    t = time.perf_counter()
+    index.compact(force=True)
+    out["compact_s"] = round(time.perf_counter() - t, 1)
+    index.close()
+    out["disk_after_compact"], out["vectors_after_compact"] = folder_bytes(work), vector_files()
+    db = sqlite3.connect(work / "docs.sqlite")
+    db.execute("VACUUM")
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    out["disk_after_vacuum"] = folder_bytes(work)
+    return out
+
+
+def child_index_open_rss(size: str, storage: str, which: str) -> dict:
+    """RSS a fresh process adds by opening an Index read-only (no encoder): the built one or its compacted copy."""
+    import edgeemb
+
+    folder = BENCH / size / f"compact_{storage}" if which == "compacted" else paths(size)[storage]
+    import numpy  # noqa: F401 - counted in the base, as every edgeemb process has it
+
+    base = proc_status()["VmRSS"]
+    index = edgeemb.Index.open(folder, read_only=True)
+    st = proc_status()
+    return {"size": size, "storage": storage, "which": which, "docs": len(index),
+            "rss_added_mb": mb(st["VmRSS"] - base), "peak_mb": mb(st["VmHWM"])}
+
+
+def cmd_figures(args) -> None:
+    """Everything the closing figures need, in one run: vectors, builds, end-to-end queries, compaction, report."""
+    from edgeemb_bench.cache import ensure_vectors
+
+    from edgeemb.paths import default_bundle_path
+
+    bundle = default_bundle_path(BUNDLE)
+    ensure_vectors(bundle, "scifact_corpus", 5183, threads=1)
+    ensure_vectors(bundle, "en_corpus", 100_000, threads=1)
+    query_vectors()
+    query_file()
+    for size in args.sizes:
+        (BENCH / size).mkdir(parents=True, exist_ok=True)
+        truth(size)
+        for what in ("index", "binary"):
+            if args.rebuild or not (paths(size)[what] / "docs.sqlite").is_file():
+                res = run_child("child-build", size, what)
+                print(json.dumps(res), flush=True)
+                save_result(f"build/{size}/{what}", res)
+    for rnd in range(args.rounds):
+        for size in args.sizes:
+            for name, (storage, params) in E2E_CONFIGS.items():
+                res = run_child("child-e2e", size, storage, json.dumps(params))
+                res["name"], res["round"] = name, rnd
+                print(json.dumps(res), flush=True)
+                save_result(f"e2e/{size}/{name}/{rnd}", res)
+    for size in [] if args.skip_compact else args.sizes:
+        for storage in ("index", "binary"):
+            before = run_child("child-index-open-rss", size, storage, "original")
+            res = run_child("child-index-compact", size, storage, str(args.frac))
+            after = run_child("child-index-open-rss", size, storage, "compacted")
+            res["rss_added_mb_before"], res["rss_added_mb_after"] = before["rss_added_mb"], after["rss_added_mb"]
+            print(json.dumps(res), flush=True)
+            save_result(f"index-compact/{size}/{storage}", res)
+            shutil.rmtree(BENCH / size / f"compact_{storage}", ignore_errors=True)
+    cmd_e2e_report(args)
+
+
+def cmd_e2e_report(args) -> None:
+    """Tables (medians over rounds) to .cache/bench/index_memory/e2e.md and the plot to docs/results."""
+    res = load_results()
+    lines = [("| size | docs | storage | peak RSS MB | RSS after open MB | open s | p50 ms | p95 ms | search p50/p95 ms "
+              "| recall@10 | "
+              "nDCG@10 (exact) | vector files MB/100k | store MB/100k | build s | load |"),
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    plot: dict[str, dict[str, list]] = {}
+    for size in SIZES:
+        for name, (storage, _) in E2E_CONFIGS.items():
+            runs = [v for k, v in res.items() if k.startswith(f"e2e/{size}/{name}/")]
+            if not runs:
+                continue
+
+            def med(f, runs=runs):
+                return _median([f(r) for r in runs])
+            r0 = runs[0]
+            b = res.get(f"build/{size}/{storage}", {})
+            files = b.get("files", {})
+            per = 1e5 / r0["docs"] / 2**20
+            vec_mb = round((files.get("graph", 0) + files.get("codes", 0) + files.get("rows", 0)) * per, 1) if b else ""
+            store_mb = round(files.get("docs.sqlite", 0) * per, 1) if b else ""
+            nd = "" if storage == "none" else f"{med(lambda r: r['ndcg@10'])} ({r0['ndcg@10_exact']})"
+            lines.append(f"| {size} | {r0['docs']:,} | {name} | {med(lambda r: r['rss_mb']['peak'])} | "
+                         f"{med(lambda r: r['rss_mb']['opened'])} | {med(lambda r: r['open_s'])} | "
+                         f"{med(lambda r: r['latency_ms']['p50_ms'])} | {med(lambda r: r['latency_ms']['p95_ms'])} | "
+                         f"{med(lambda r: r['search_ms']['p50_ms'])}/{med(lambda r: r['search_ms']['p95_ms'])} | "
+                         f"{'' if storage == 'none' else med(lambda r: r['recall@10'])} | {nd} | "
+                         f"{vec_mb if storage != 'none' else ''} | {store_mb if storage != 'none' else ''} | "
+                         f"{b.get('build_s', '') if storage != 'none' else ''} | {med(lambda r: r['load'])} |")
+            row = plot.setdefault(name, {"docs": [], "peak": [], "p95": []})
+            row["docs"].append(r0["docs"])
+            row["peak"].append(med(lambda r: r["rss_mb"]["peak"]))
+            row["p95"].append(med(lambda r: r["latency_ms"]["p95_ms"]))
+    comp = [v for k, v in res.items() if k.startswith("index-compact/")]
+    if comp:
+        lines += ["", ("| size | storage | deleted | vector files MB before / after compact | folder MB before / "
+                       "after delete / after compact / after VACUUM | RSS added by open MB before / after | compact s |"),
+                  "|---|---|---|---|---|---|---|"]
+        for v in comp:
+            f = lambda x: f"{x / 2**20:.1f}"
+            lines.append(f"| {v['size']} | {v['storage']} | {v['deleted']:,} | {f(v['vectors_before'])} / "
+                         f"{f(v['vectors_after_compact'])} | {f(v['disk_before'])} / {f(v['disk_after_delete'])} / "
+                         f"{f(v['disk_after_compact'])} / {f(v['disk_after_vacuum'])} | {v['rss_added_mb_before']} / "
+                         f"{v['rss_added_mb_after']} | {v['compact_s']} |")
+    text = "\n".join(lines) + "\n"
+    (BENCH / "e2e.md").write_text(text)
+    print(text)
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+        for (name, row), color in zip(plot.items(), ("grey", "tab:orange", "tab:blue", "tab:green")):
+            for ax, key in ((a, "peak"), (b, "p95")):
+                ax.plot(row["docs"], row[key], "o-", label=name, color=color)
+        a.axhline(150, ls=":", c="grey")
+        b.axhline(10, ls=":", c="grey")
+        for ax, title in ((a, "whole-process peak RSS (MB)"), (b, "p95 query text -> hits (ms)")):
+            ax.set_xscale("log")
+            ax.set_xlabel("documents")
+            ax.set_title(title)
+            ax.grid(alpha=0.3)
+        a.legend(fontsize=8)
+        loads = [r["load"] for k, r in res.items() if k.startswith("e2e/")]
+        fig.suptitle(f"edgeemb Index: float32 vs binary storage (MiniLM int8, one thread; machine loaded, 1-min "
+                     f"load {min(loads):.0f}-{max(loads):.0f} on 2 cores)")
+        fig.tight_layout()
+        out = ROOT / "docs" / "results" / "index-memory.png"
+        fig.savefig(out, dpi=110)
+        print(f"wrote {out.relative_to(ROOT)}")
+
+
 # -- report ------------------------------------------------------------------------------------------------
 def _median(xs):
     xs = [x for x in xs if x is not None]
@@ -841,8 +1110,16 @@ def main(argv: list[str] | None = None) -> None:
         if name == "compact":
             sp.add_argument("--frac", type=float, default=0.5)
     sub.add_parser("report")
+    sp = sub.add_parser("figures", help="Index float32 vs binary end to end: builds, queries, compaction, report")
+    sp.add_argument("--sizes", nargs="+", default=["10k", "100k"], choices=SIZES)
+    sp.add_argument("--rounds", type=int, default=2)
+    sp.add_argument("--frac", type=float, default=0.5)
+    sp.add_argument("--rebuild", action="store_true")
+    sp.add_argument("--skip-compact", action="store_true", help="keep the compaction figures already measured")
+    sub.add_parser("e2e-report")
     for name, n in (("child-encode", 3), ("child-build", 2), ("child-sweep", 1), ("child-paraphrase", 1), ("child-query", 3),
-                    ("child-compact", 3), ("child-open-rss", 3)):
+                    ("child-compact", 3), ("child-open-rss", 3), ("child-e2e", 3), ("child-index-compact", 3),
+                    ("child-index-open-rss", 3)):
         sp = sub.add_parser(name)
         sp.add_argument("argv", nargs=n)
     args = p.parse_args(argv)
@@ -852,11 +1129,15 @@ def main(argv: list[str] | None = None) -> None:
               "child-paraphrase": lambda: child_paraphrase(a[0]),
               "child-query": lambda: child_query(a[0], a[1], json.loads(a[2])),
               "child-compact": lambda: child_compact(a[0], a[1], float(a[2])),
-              "child-open-rss": lambda: child_open_rss(a[0], a[1], a[2])}[args.cmd]
+              "child-open-rss": lambda: child_open_rss(a[0], a[1], a[2]),
+              "child-e2e": lambda: child_e2e(a[0], a[1], json.loads(a[2])),
+              "child-index-compact": lambda: child_index_compact(a[0], a[1], float(a[2])),
+              "child-index-open-rss": lambda: child_index_open_rss(a[0], a[1], a[2])}[args.cmd]
         print(json.dumps(fn()))
         return
     {"encode": cmd_encode, "build": cmd_build, "sweep": cmd_sweep, "paraphrase": cmd_paraphrase,
-     "query": cmd_query, "compact": cmd_compact, "report": cmd_report}[args.cmd](args)
+     "query": cmd_query, "compact": cmd_compact, "report": cmd_report, "figures": cmd_figures,
+     "e2e-report": cmd_e2e_report}[args.cmd](args)
 
 
 if __name__ == "__main__":

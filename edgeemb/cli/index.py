@@ -14,7 +14,8 @@ def add_parsers(sub, export_sub) -> None:
     b = isub.add_parser("build", help="embed a corpus (.txt, .jsonl, .tsv) into an index folder")
     b.add_argument("bundle", nargs="?", default=None, help="bundle folder, 'default' or 'default-static' "
                    "(default: the embedded default; leave out with --coarse/--fine)")
-    b.add_argument("corpus", help=".txt (one doc per line, split at \\n only), .jsonl (text field) or .tsv (header "
+    b.add_argument("corpus", nargs="?", default=None,
+                   help=".txt (one doc per line, split at \\n only), .jsonl (text field) or .tsv (header "
                    "with a text column); a line holds at most --max-doc-bytes")
     b.add_argument("--coarse", default=None, help="hybrid index: bundle whose vectors go in the HNSW graph")
     b.add_argument("--fine", default=None, help="hybrid index: bundle whose int8 vectors re-score the candidates")
@@ -22,6 +23,8 @@ def add_parsers(sub, export_sub) -> None:
     b.add_argument("--no-lexical", action="store_true", help="hybrid: no BM25 keyword index (the graph recalls all)")
     b.add_argument("-o", "--out", required=True, help="index folder to create (new or empty; built beside it in "
                    ".OUT.partial and moved in place when complete)")
+    b.add_argument("--from-embeddings", default=None, metavar="DIR", help="build from the shards of a finished "
+                   "`edgeemb embed` job (no re-encoding; no CORPUS; BUNDLE, if given, must be the one that made them)")
     b.add_argument("--text-field", default="text", help="column or JSON field holding the text (default: text)")
     b.add_argument("--force", action="store_true", help="replace an existing index (refused while another process "
                    "has it open for writing; other files in the folder are kept)")
@@ -30,6 +33,9 @@ def add_parsers(sub, export_sub) -> None:
     b.add_argument("--max-doc-bytes", type=int, default=None, metavar="N",
                    help="longest corpus line accepted, in bytes (default 1048576); longer lines are an error")
     b.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: physical cores)")
+    b.add_argument("--vectors", choices=("float32", "binary"), default="float32",
+                   help="vector storage: float32 (hnswlib graph in RAM) or binary (bits in RAM, re-scored with "
+                   "int8 rows read from disk; ~30x less RAM)")
     b.set_defaults(func=cmd_index_build)
 
     p = sub.add_parser("search", help="query an index folder")
@@ -62,11 +68,21 @@ def cmd_index_build(args) -> int:
     from ..search.build import FolderBuild
     from ..search.index import Index
 
+    if args.from_embeddings:
+        from .embed import cmd_index_from_embeddings
+
+        return cmd_index_from_embeddings(args)
+    if args.corpus is None:  # `index build CORPUS`: the one positional given is the corpus
+        args.bundle, args.corpus = None, args.bundle
+    if args.corpus is None:
+        raise InputError("index build needs a CORPUS (or --from-embeddings DIR)")
     hybrid = bool(args.coarse or args.fine)
     if hybrid and (args.bundle is not None or not (args.coarse and args.fine)):
         raise InputError("a hybrid index needs both --coarse and --fine (and no BUNDLE argument)")
     if args.no_lexical and not hybrid:
         raise InputError("--no-lexical is for a hybrid index (--coarse and --fine)")
+    if hybrid and args.vectors != "float32":
+        raise InputError("--vectors binary is for a plain index (a hybrid index keeps its coarse graph in float32)")
     reader = CorpusReader(args.corpus, text_field=args.text_field, max_line_bytes=args.max_doc_bytes or MAX_LINE_BYTES)
     with FolderBuild(args.out, force=args.force, resume=args.resume) as build:
         stats = reader.scan()  # every line checked before anything is written
@@ -80,9 +96,14 @@ def cmd_index_build(args) -> int:
 
         def make(path: Path, exists: bool):
             if exists:
-                return Index.open(path, enc, threads=args.threads or 1)
+                index = Index.open(path, enc, threads=args.threads or 1)
+                if index.vectors_kind != args.vectors:
+                    index.close()
+                    raise InputError(f"the interrupted build holds {index.vectors_kind} vectors, not {args.vectors}; "
+                                     f"resume with --vectors {index.vectors_kind}")
+                return index
             return Index.create(path, enc, capacity=stats.docs, bundle_ref=bundle_ref(args.bundle, enc.path),
-                                threads=args.threads or 1)
+                                threads=args.threads or 1, vectors=args.vectors)
 
         report = build.run(make, reader, stats.docs)
     skipped = f", {stats.skipped_empty} empty lines skipped" if stats.skipped_empty else ""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -33,12 +34,14 @@ import numpy as np
 from ..atomic import atomic_writer, fsync_dir
 from ..errors import IndexStoreError, InputError
 from .int8rows import quantize, row_dtype
+from .store import crash_point
 
 CODES_MAGIC = b"EDGEEMB-BCODES\x00\x00"
 ROWS_MAGIC = b"EDGEEMB-BROWS\x00\x00\x00"
 FORMAT = 1
 HEADER = 64
 BLOCK = 1024  # rows per CRC32 block of the rows file
+SCAN_BLOCK = 16384  # documents per block of the Hamming scan (its uint64 temporary is 128 KiB: stays in L2)
 _CODES_HEAD = struct.Struct("<IIQQII")  # format, dim, slots, epoch, block, flags
 _ROWS_HEAD = struct.Struct("<IIQ")  # format, dim, epoch
 
@@ -213,37 +216,46 @@ class BinaryCodes:
         folder = Path(folder)
         file = folder / codes_name(generation)
         try:
-            data = file.read_bytes()
+            with open(file, "rb") as f:  # read straight into the arrays: no second copy of the snapshot in RAM
+                head = f.read(HEADER)
+                if len(head) < HEADER or not head.startswith(CODES_MAGIC):
+                    raise CodesDamaged(f"{file}: not an edgeemb codes snapshot")
+                fmt, file_dim, n, epoch, block, _ = _CODES_HEAD.unpack_from(head, len(CODES_MAGIC))
+                if fmt > FORMAT:
+                    raise IndexStoreError(f"{file}: codes format {fmt} is newer than this edgeemb reads ({FORMAT})")
+                if file_dim != dim or block != BLOCK:
+                    raise CodesDamaged(f"{file}: {file_dim}-dimensional codes in blocks of {block}, expected "
+                                       f"{dim}, {BLOCK}")
+                words, nblocks = -(-dim // 64), -(-n // BLOCK)
+                size = HEADER + 9 * n + 8 * words * n + 4 * nblocks + 4
+                if os.fstat(f.fileno()).st_size != size:
+                    raise CodesDamaged(f"{file}: size {os.fstat(f.fileno()).st_size} does not match its header "
+                                       f"({size})")
+                capacity = n if read_only else max(16, n + n // 4)
+                codes = np.zeros((words, capacity), np.uint64)
+                labels = np.full(capacity, -1, np.int64)
+                alive = np.zeros(capacity, np.bool_)
+                crc_arr = np.zeros(nblocks, np.uint32)
+                crc = zlib.crc32(head)
+                for part in (labels[:n], alive[:n], *(codes[w, :n] for w in range(words)), crc_arr):
+                    view = memoryview(part).cast("B")
+                    if f.readinto(view) != len(view):
+                        raise CodesDamaged(f"{file}: truncated")
+                    crc = zlib.crc32(view, crc)
+                if crc != struct.unpack("<I", f.read(4))[0]:
+                    raise CodesDamaged(f"{file}: checksum mismatch (damaged)")
         except OSError as exc:
             raise CodesDamaged(f"cannot read {file} ({exc.strerror or exc})") from None
-        if len(data) < HEADER + 4 or not data.startswith(CODES_MAGIC):
-            raise CodesDamaged(f"{file}: not an edgeemb codes snapshot")
-        if zlib.crc32(memoryview(data)[:-4]) != struct.unpack_from("<I", data, len(data) - 4)[0]:
-            raise CodesDamaged(f"{file}: checksum mismatch (damaged)")
-        fmt, file_dim, n, epoch, block, _ = _CODES_HEAD.unpack_from(data, len(CODES_MAGIC))
-        if fmt > FORMAT:
-            raise IndexStoreError(f"{file}: codes format {fmt} is newer than this edgeemb reads ({FORMAT})")
-        if file_dim != dim or block != BLOCK:
-            raise CodesDamaged(f"{file}: {file_dim}-dimensional codes in blocks of {block}, expected {dim}, {BLOCK}")
-        words, nblocks = -(-dim // 64), -(-n // BLOCK)
-        off = HEADER
-        labels = np.frombuffer(data, "<i8", n, off)
-        off += 8 * n
-        alive = np.frombuffer(data, np.bool_, n, off)
-        off += n
-        codes = np.frombuffer(data, "<u8", words * n, off).reshape(words, n)
-        off += 8 * words * n
-        crcs = np.frombuffer(data, "<u4", nblocks, off).tolist()
-        if off + 4 * nblocks + 4 != len(data):
-            raise CodesDamaged(f"{file}: size {len(data)} does not match its header")
+        if sys.byteorder == "big":  # the file is little-endian
+            for arr in (labels, codes, crc_arr):
+                arr.byteswap(inplace=True)
+        crcs = crc_arr.tolist()
         rows = RowFile.open(folder / rows_name(epoch), dim, epoch, n, writable=not read_only)
         if verify and rows.block_crcs(0, n) != crcs:
             rows.close()
             raise CodesDamaged(f"{rows.path}: checksum mismatch (damaged); rebuild the vectors from the store")
-        capacity = n if read_only else max(16, n + n // 4)
-        state = _empty_state(dim, capacity, rows)
-        state.codes[:, :n], state.labels[:n], state.alive[:n] = codes, labels, alive
-        state = replace(state, n=n, live=int(alive.sum()), sorted=bool(np.all(labels[1:] > labels[:-1])))
+        have = labels[:n]
+        state = _State(n, codes, labels, alive, rows, int(alive[:n].sum()), bool(np.all(have[1:] > have[:-1])))
         return cls(folder, dim, state, generation, crcs, candidates, rescore, float_vectors, exact_top,
                    read_only)
 
@@ -280,12 +292,24 @@ class BinaryCodes:
                 pass
         return total
 
+    @property
+    def epoch(self) -> int:
+        """The rows file in use (rows.<epoch>.i8); compact() moves to the next."""
+        return self._state.rows.epoch
+
     def labels(self, include_deleted: bool = False) -> np.ndarray:
         """Live labels (int64, slot order), or every label with include_deleted."""
         s = self._state
         return s.labels[:s.n].copy() if include_deleted else s.labels[:s.n][s.alive[:s.n]]
 
     # -- writing ------------------------------------------------------------------------------------------
+    def reserve(self, slots: int) -> None:
+        """Room in RAM for `slots` slots at once (adds otherwise grow it by doubling)."""
+        self._check_writable()
+        s = self._state
+        if slots > s.codes.shape[1]:
+            self._state = _grow(s, int(slots))
+
     def add(self, vectors: np.ndarray, labels: np.ndarray) -> None:
         """Add vectors (cosine: normalised here) under new labels; InputError for NaN, shape or a label in use."""
         self._check_writable()
@@ -317,8 +341,8 @@ class BinaryCodes:
         self._state = replace(s, n=n + m, live=s.live + m, sorted=ordered)
 
     def mark_deleted(self, labels: int | Iterable[int]) -> int:
-        """Tombstone labels; returns how many were live (unknown or already deleted ones are ignored)."""
-        self._check_writable()
+        """Tombstone labels; returns how many were live (unknown or already deleted ones are ignored). Allowed on
+        read-only codes too: it changes only RAM."""
         labels = np.asarray([labels] if np.isscalar(labels) else list(labels), dtype=np.int64)
         s = self._state
         slots = self._slots_of(labels, s)
@@ -360,6 +384,7 @@ class BinaryCodes:
         self._check_writable()
         s = self._state
         s.rows.sync()
+        crash_point("graph-written")  # rows durable, snapshot not yet written
         first = self._saved_slots // BLOCK  # blocks before it are full and unchanged since the last snapshot
         crcs = self._crcs[:first] + s.rows.block_crcs(first, s.n)
         head = (CODES_MAGIC + _CODES_HEAD.pack(FORMAT, self.dim, s.n, s.rows.epoch, BLOCK, 0)).ljust(HEADER, b"\0")
@@ -452,13 +477,17 @@ class BinaryCodes:
         qwords = self._encode(q[None, :])[:, 0]
         width = s.n if slots is None else len(slots)
         dist = np.zeros(width, np.uint16)
-        word = np.empty(width, np.uint64)
-        count = np.empty(width, np.uint8)
-        for w in range(self.words):  # word by word: contiguous passes, no (n, words) temporaries
-            src = s.codes[w, :s.n] if slots is None else s.codes[w, slots]
-            np.bitwise_xor(src, qwords[w], out=word)
-            np.bitwise_count(word, out=count)
-            np.add(dist, count, out=dist)
+        step = min(width, SCAN_BLOCK)
+        word = np.empty(step, np.uint64)
+        count = np.empty(step, np.uint8)
+        for lo in range(0, width, SCAN_BLOCK):  # blocks whose temporaries stay in the CPU cache
+            hi = min(width, lo + SCAN_BLOCK)
+            m, d = hi - lo, dist[lo:hi]
+            for w in range(self.words):  # word by word: contiguous passes, no (n, words) temporaries
+                src = s.codes[w, lo:hi] if slots is None else s.codes[w, slots[lo:hi]]
+                np.bitwise_xor(src, qwords[w], out=word[:m])
+                np.bitwise_count(word[:m], out=count[:m])
+                np.add(d, count[:m], out=d)
         if slots is None and s.live < s.n:
             dist[~s.alive[:s.n]] = self.dim + 1  # deleted: never selected
         cum = np.cumsum(np.bincount(dist, minlength=self.dim + 2))

@@ -14,6 +14,10 @@ writes away from running queries; a second writer waits). Across processes, one 
 on `writer.lock`); other processes open with read_only=True and see the snapshot of the moment they opened
 (call refresh() to move on). Filters (filters.py) are an indexed lookup in the store; a selective one is answered
 exactly (ExactGraph), a broad one by hnswlib with the allowed set, so k results come back whenever k match.
+
+Storage (the `vectors` setting, generations.py): "float32" keeps hnswlib's graph with float vectors in RAM;
+"binary" keeps one bit per dimension in RAM, scanned exhaustively, and re-scores with int8 rows read from disk
+(codes.py). Both are derived from the store's float vectors the same way, so every promise above holds for both.
 """
 from __future__ import annotations
 
@@ -30,8 +34,8 @@ from ..progress import Progress
 from . import lifecycle
 from .documents import check_all, chunks, facet_rows, fill_in, merged_metadata
 from .filters import filter_labels
-from .generations import new_graph, reconcile, remove_stale, save_generation
-from .graph import ExactGraph, GraphShort, HnswGraph
+from .generations import Storage, new_graph, reconcile, remove_stale, save_generation, storage_kind
+from .graph import CodesGraph, ExactGraph, GraphShort
 from .locks import RWLock, release
 from .store import INDEX_FORMAT, STORE, DocStore, Hit, NewDocs, UnfinishedStore, crash_point
 from .validate import (
@@ -58,18 +62,30 @@ class Index:
     on its first text query or add (`meta["bundle_ref"]`).
     """
 
-    def __init__(self, path: Path, store: DocStore, graph: HnswGraph, encoder=None, read_only: bool = False,
+    def __init__(self, path: Path, store: DocStore, graph: Storage, encoder=None, read_only: bool = False,
                  threads: int = 1, lock_fd: int | None = None):
         self.path, self.store, self.graph, self._encoder = path, store, graph, encoder
         self.dim = store.dim
         self.read_only, self.threads = read_only, max(1, int(threads))
         self.exact = ExactGraph(store)
+        self._wire(graph)
         self.repaired = 0  # documents re-added to the graph from the store when opening
         self._dirty = False
         self._rw = RWLock()
         self._writer = threading.RLock()
         self._lock_fd = lock_fd
         self._count = store.count()
+
+    def _wire(self, graph: Storage) -> None:
+        """Binary codes re-score their best `exact_top` (a setting, default 0: int8 scores) with stored floats."""
+        if isinstance(graph, CodesGraph):
+            graph.codes.float_vectors = lambda labels: self.store.vectors(labels)
+            graph.codes.exact_top = int(self.meta.get("exact_top", 0))
+
+    @property
+    def vectors_kind(self) -> str:
+        """The vector storage: "float32" (hnswlib graph) or "binary" (codes + int8 rows)."""
+        return storage_kind(self.meta)
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -85,15 +101,18 @@ class Index:
     def create(cls, path: str | Path, encoder=None, dim: int | None = None, M: int = 16, ef_construction: int = 200,
                ef_search: int = 64, capacity: int = 1024, bundle_ref: str | None = None,
                compact_threshold: float = 0.3, threads: int = 1, extra_meta: dict[str, Any] | None = None,
-               exist_ok: bool = False) -> Index:
+               exist_ok: bool = False, vectors: str = "float32") -> Index:
         """Create an empty index in a new or empty folder for `encoder`'s vectors (or raw vectors of `dim`).
+
+        vectors: "float32" (an hnswlib graph, float vectors in RAM) or "binary" (bits in RAM, re-scored with
+        int8 rows from disk: ~50 bytes of RAM a document at 384 dims; M and ef_construction do not apply).
 
         exist_ok: open the index already there instead, if it was built with the same bundle (or dim) and
         kind; it keeps its own settings. A folder holding other files, or a bundle, is refused.
         """
         path = Path(path)
         meta = lifecycle.settings(encoder, dim, M, ef_construction, ef_search, bundle_ref, compact_threshold,
-                                  capacity, extra_meta)
+                                  capacity, extra_meta, vectors)
         if exist_ok and (path / STORE).is_file():
             try:
                 index = cls.open(path, encoder, threads=threads)
@@ -102,7 +121,12 @@ class Index:
             else:
                 return lifecycle.same_kind(index, meta)
         store, lock_fd = lifecycle.create_store(path, meta)
-        graph = HnswGraph.new(meta["dim"], M, ef_construction, ef_search, capacity)
+        try:
+            graph = new_graph(meta, capacity, path)
+        except BaseException:
+            store.close()
+            release(lock_fd)
+            raise
         return cls(path, store, graph, encoder, threads=threads, lock_fd=lock_fd)
 
     @classmethod
@@ -117,7 +141,7 @@ class Index:
         index = cls(path, store, graph, encoder, read_only=read_only, threads=threads, lock_fd=lock_fd)
         index.repaired, index._dirty = reconcile(store, graph, index.threads)
         if not read_only:
-            remove_stale(path, store.meta)
+            remove_stale(path, store.meta, graph)
         return index
 
     def close(self) -> None:
@@ -129,6 +153,8 @@ class Index:
                 self.save()
         finally:
             self.store.close()
+            if isinstance(self.graph, CodesGraph):
+                self.graph.close()
             release(self._lock_fd)
             self._lock_fd = None
 
@@ -139,8 +165,11 @@ class Index:
         fresh = Index.open(self.path, None, read_only=True, threads=self.threads)
         with self._rw.write():
             self.store.close()
+            if isinstance(self.graph, CodesGraph):
+                self.graph.close()
             self.store, self.graph, self._count = fresh.store, fresh.graph, fresh._count
             self.exact = ExactGraph(self.store)
+            self._wire(self.graph)
 
     def __enter__(self):
         return self
@@ -259,8 +288,7 @@ class Index:
             self.store.delete(labels)
             self._count -= len(labels)
             crash_point("store-committed")
-            for label in labels:
-                self.graph.mark_deleted(label)
+            self.graph.delete(labels)
             self._dirty = True
         return len(labels)
 
@@ -419,8 +447,7 @@ class Index:
             self.store.insert(docs, doc_facets, old, start + len(texts))
             self._count += len(texts) - len(old)
             crash_point("store-committed")
-            for label in old:
-                self.graph.mark_deleted(label)
+            self.graph.delete(old)
             self._dirty = True
             self.graph.add(vecs[:GRAPH_CHUNK], labels[:GRAPH_CHUNK], self.threads)
         for s in range(GRAPH_CHUNK, len(labels), GRAPH_CHUNK):  # the rest in chunks: queries run in between
@@ -432,7 +459,13 @@ class Index:
         return tomb >= 64 and tomb > float(self.meta.get("compact_threshold", 0.3)) * self.graph.element_count
 
     def _compact(self) -> None:
-        """Build a fresh graph from the store (caller holds self._writer), save it, then swap it in."""
+        """Build a fresh graph from the store (caller holds self._writer), save it, then swap it in. Binary codes
+        copy their live rows to a new rows file instead (searches see the old slots or the new, never a mix)."""
+        if isinstance(self.graph, CodesGraph):
+            self.graph.compact()
+            save_generation(self.path, self.store, self.graph)
+            self._dirty = False
+            return
         graph = new_graph(self.meta, max(1024, self._count + self._count // 4))
         for labels, vecs in self.store.iter_vectors():
             graph.add(vecs, labels, self.threads)

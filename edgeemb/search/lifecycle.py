@@ -12,16 +12,16 @@ from typing import Any
 
 from ..errors import IndexMismatchError, IndexStoreError, InputError
 from .folder import check_new_index_folder, not_an_index_message
-from .generations import load_graph, new_graph
-from .graph import HnswGraph
+from .generations import Storage, check_vectors_setting, load_graph, new_graph
 from .locks import release, writer_lock
 from .store import INDEX_FORMAT, STORE, DocStore, UnfinishedStore
 from .validate import check_create
 
 
 def settings(encoder, dim: int | None, M: int, ef_construction: int, ef_search: int, bundle_ref: str | None,
-             compact_threshold: float, capacity: int, extra_meta: dict[str, Any] | None) -> dict[str, Any]:
-    """The meta a new index records (arguments checked)."""
+             compact_threshold: float, capacity: int, extra_meta: dict[str, Any] | None,
+             vectors: str = "float32") -> dict[str, Any]:
+    """The meta a new index records (arguments checked); `vectors` names the storage (generations.py)."""
     if encoder is None and dim is None:
         raise InputError("Index.create needs an encoder or a dim")
     dim = encoder.dim if encoder is not None else dim
@@ -29,6 +29,7 @@ def settings(encoder, dim: int | None, M: int, ef_construction: int, ef_search: 
     meta = {"format": INDEX_FORMAT, "dim": int(dim), "space": "cosine", "M": int(M),
             "ef_construction": int(ef_construction), "ef_search": int(ef_search), "generation": 0,
             "graph_size": 0, "next_label": 0, "compact_threshold": compact_threshold,
+            "vectors": check_vectors_setting(vectors),
             "bundle_id": encoder.manifest.bundle_id if encoder is not None else "",
             "bundle_name": encoder.manifest.name if encoder is not None else "",
             "bundle_ref": bundle_ref or (str(Path(encoder.path).resolve()) if encoder is not None else "")}
@@ -54,8 +55,8 @@ def create_store(path: Path, meta: dict[str, Any]) -> tuple[DocStore, int | None
         raise
 
 
-def open_store(path: Path, read_only: bool, encoder) -> tuple[DocStore, HnswGraph, int | None]:
-    """Lock (writers), open the store and load the graph of its generation (an empty one if it is missing)."""
+def open_store(path: Path, read_only: bool, encoder) -> tuple[DocStore, Storage, int | None]:
+    """Lock (writers), open the store and load the storage of its generation (an empty one if it is missing)."""
     if not (path / STORE).is_file():
         raise IndexStoreError(not_an_index_message(path))
     lock_fd = None if read_only else writer_lock(path)
@@ -63,7 +64,7 @@ def open_store(path: Path, read_only: bool, encoder) -> tuple[DocStore, HnswGrap
     try:
         for attempt in range(5):
             store = DocStore.open(path, read_only)
-            graph = load_graph(path, store.meta)
+            graph = load_graph(path, store.meta, read_only)
             # a writer may have saved a newer generation and removed ours since we read the store: retry
             if graph is not None or not read_only or int(store.meta["generation"]) == 0 or attempt == 4:
                 break
@@ -75,7 +76,7 @@ def open_store(path: Path, read_only: bool, encoder) -> tuple[DocStore, HnswGrap
             store.close()
         release(lock_fd)
         raise
-    return store, graph if graph is not None else new_graph(store.meta, 1024), lock_fd
+    return store, graph if graph is not None else new_graph(store.meta, 1024, path, read_only), lock_fd
 
 
 def refuse_existing(path: Path) -> None:
@@ -91,12 +92,14 @@ def refuse_existing(path: Path) -> None:
 
 
 def same_kind(index, meta: dict[str, Any]):
-    """create(exist_ok=True) found an index: keep it open if it has the dim and kind asked for, else refuse."""
+    """create(exist_ok=True) found an index: keep it open if it has the dim, kind and vectors asked for, else
+    refuse."""
     kind, want = index.meta.get("kind", "plain"), meta.get("kind", "plain")
-    if int(index.meta["dim"]) != int(meta["dim"]) or kind != want:
+    have_v, want_v = index.meta.get("vectors", "float32"), meta.get("vectors", "float32")
+    if int(index.meta["dim"]) != int(meta["dim"]) or kind != want or have_v != want_v:
         index.close()
-        raise IndexMismatchError(f"{index.path} holds a {kind} index of dim {index.meta['dim']}, not a {want} one "
-                                 f"of dim {meta['dim']}")
+        raise IndexMismatchError(f"{index.path} holds a {kind} index of dim {index.meta['dim']} ({have_v} vectors), "
+                                 f"not a {want} one of dim {meta['dim']} ({want_v} vectors)")
     return index
 
 
