@@ -8,14 +8,18 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar, overload
 
 import numpy as np
 
 MAX_MALFORMED = 0.01  # above this fraction of malformed rows a file is rejected
 STS_LANGS = ("en", "zh")
+_R = TypeVar("_R")
+_T = TypeVar("_T")
 ANALOGY_SETS = ("google_analogy", "ca8")
 WORDSIM_SETS = ("wordsim353", "simlex999", "cwe_240", "cwe_297")
 _WORDSIM_FILES = {
@@ -40,7 +44,7 @@ class RetrievalSet:
     qrels: dict[str, dict[str, int]]
 
 
-def data_root(data_dir: str | os.PathLike | None = None) -> Path:
+def data_root(data_dir: str | os.PathLike[str] | None = None) -> Path:
     """The data root: data_dir, else $EDGEEMB_DATA, else <repo root>/../shared/data."""
     if data_dir:
         return Path(data_dir)
@@ -48,7 +52,7 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
-def _path(data_dir, folder: str, *parts: str) -> Path:
+def _path(data_dir: str | os.PathLike[str] | None, folder: str, *parts: str) -> Path:
     root = data_root(data_dir)
     for p in (root / folder, root.joinpath(folder, *parts)):
         if not p.exists():
@@ -67,9 +71,18 @@ def _read_text(path: Path) -> str:
         ) from None
 
 
-def _records(path: Path, sep: str | None = None, header: bool = False) -> Iterator[tuple[int, object]]:
+@overload
+def _records(path: Path, sep: None = None, header: bool = False) -> Iterator[tuple[int, str]]: ...
+
+
+@overload
+def _records(path: Path, sep: str, header: bool = False) -> Iterator[tuple[int, list[str]]]: ...
+
+
+def _records(path: Path, sep: str | None = None, header: bool = False) -> Iterator[tuple[int, Any]]:
     """(line number, row) of non-blank rows: sep "," parses RFC-4180 CSV, another sep splits, None keeps the line."""
     text = _read_text(path)
+    rows: Iterator[tuple[int, Any]]
     if sep == ",":
         reader = csv.reader(io.StringIO(text))
         rows = ((reader.line_num, f) for f in reader if f)
@@ -83,9 +96,10 @@ def _records(path: Path, sep: str | None = None, header: bool = False) -> Iterat
     return rows
 
 
-def _parse(path: Path, records: Iterator[tuple[int, object]], parse: Callable) -> list:
+def _parse(path: Path, records: Iterable[tuple[int, _R]], parse: Callable[[_R], _T | None]) -> list[_T]:
     """Parse rows, skipping and counting malformed ones; raise when more than 1% are malformed. None = not a row."""
-    rows, bad, first = [], 0, None
+    rows: list[_T] = []
+    bad, first = 0, None
     for line, raw in records:
         try:
             row = parse(raw)
@@ -97,8 +111,10 @@ def _parse(path: Path, records: Iterator[tuple[int, object]], parse: Callable) -
             rows.append(row)
     total = len(rows) + bad
     if bad > MAX_MALFORMED * total:
+        assert first is not None  # set with the first malformed row
         raise ValueError(f"{path}:{first[0]}: malformed row ({first[1]}); {bad} of {total} rows malformed")
     if bad:
+        assert first is not None
         warnings.warn(
             f"{path}: skipped {bad} malformed rows (first at line {first[0]}: {first[1]})", stacklevel=3
         )
@@ -130,7 +146,8 @@ def _pair(f: list[str]) -> tuple[str, str, float]:
     return _text(a), _text(b), _score(s)
 
 
-def load_sts(lang: str, split: str = "test", data_dir=None) -> list[tuple[str, str, float]]:
+def load_sts(lang: str, split: str = "test",
+             data_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, str, float]]:
     """STS-B pairs (s1, s2, score 0-5): lang "en" (stsb_en CSV) or "zh" (stsb_zh_cnsd, C-MTEB STSB)."""
     if lang == "en":
         path = _path(data_dir, "stsb_en", f"stsb-en-{split}.csv")
@@ -148,13 +165,15 @@ def _label(f: list[str]) -> tuple[str, str, int]:
     return a, b, int(s)
 
 
-def load_lcqmc(split: str = "test", data_dir=None) -> list[tuple[str, str, int]]:
+def load_lcqmc(split: str = "test",
+               data_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, str, int]]:
     """LCQMC question pairs (s1, s2, label 0/1)."""
     path = _path(data_dir, "lcqmc", f"{split}.txt")
     return _parse(path, _records(path, "\t"), _label)
 
 
-def load_zh_retrieval(split: str = "test", distractors: int = 20_000, data_dir=None) -> RetrievalSet:
+def load_zh_retrieval(split: str = "test", distractors: int = 20_000,
+                      data_dir: str | os.PathLike[str] | None = None) -> RetrievalSet:
     """A Chinese retrieval set built from LCQMC: each paraphrase pair's first question is a query and its second
     the relevant document, among every second question of the split and the first `distractors` sentences of
     zh_corpus (reviews and news). Questions that recur keep all their positives; a query whose document is
@@ -183,19 +202,19 @@ def load_zh_retrieval(split: str = "test", distractors: int = 20_000, data_dir=N
     return RetrievalSet({doc: text for text, doc in texts.items()}, queries, qrels)
 
 
-def _jsonl(path: Path, parse: Callable) -> dict[str, str]:
+def _jsonl(path: Path, parse: Callable[[Any], tuple[str, str]]) -> dict[str, str]:
     return dict(_parse(path, _records(path), lambda line: parse(json.loads(line))))
 
 
-def load_scifact(split: str = "test", data_dir=None) -> RetrievalSet:
+def load_scifact(split: str = "test", data_dir: str | os.PathLike[str] | None = None) -> RetrievalSet:
     """BEIR SciFact: corpus (title + " " + text), the queries that have qrels in the split, and the qrels."""
     return load_beir(_path(data_dir, "beir_scifact"), split)
 
 
 def _analogy_file(path: Path, prefix: str = "") -> list[tuple[str, str, str, str, str]]:
-    section = None
+    section: str | None = None
 
-    def parse(line: str):
+    def parse(line: str) -> tuple[str, str, str, str, str] | None:
         nonlocal section
         if line.startswith(":"):
             section = prefix + line[1:].strip()
@@ -203,12 +222,14 @@ def _analogy_file(path: Path, prefix: str = "") -> list[tuple[str, str, str, str
         words = line.split()
         if len(words) != 4 or section is None:
             raise ValueError(f"expected 4 words after a ': section' line, got {line!r}")
-        return (section, *words)
+        a, b, c, d = words
+        return (section, a, b, c, d)
 
     return _parse(path, _records(path), parse)
 
 
-def load_analogy(name: str, data_dir=None) -> list[tuple[str, str, str, str, str]]:
+def load_analogy(name: str,
+                 data_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, str, str, str, str]]:
     """Analogy questions (section, a, b, c, d): "google_analogy" or "ca8" (semantic + morphological)."""
     if name == "google_analogy":
         return _analogy_file(_path(data_dir, "google_analogy", "questions-words.txt"))
@@ -221,7 +242,7 @@ def load_analogy(name: str, data_dir=None) -> list[tuple[str, str, str, str, str
     raise ValueError(f"unknown analogy set {name!r}; expected one of {ANALOGY_SETS}")
 
 
-def load_wordsim(name: str, data_dir=None) -> list[tuple[str, str, float]]:
+def load_wordsim(name: str, data_dir: str | os.PathLike[str] | None = None) -> list[tuple[str, str, float]]:
     """Word-similarity pairs (w1, w2, score); cwe_297 drops the OPEC pair as usual (296 pairs)."""
     if name not in _WORDSIM_FILES:
         raise ValueError(f"unknown word-similarity set {name!r}; expected one of {WORDSIM_SETS}")
@@ -230,7 +251,8 @@ def load_wordsim(name: str, data_dir=None) -> list[tuple[str, str, float]]:
     return [r for r in rows if name != "cwe_297" or r[:2] != _CWE_297_DROPPED]
 
 
-def load_cluster_set(max_per_label: int = 500, seed: int = 0, data_dir=None) -> tuple[list[str], list[str]]:
+def load_cluster_set(max_per_label: int = 500, seed: int = 0,
+                     data_dir: str | os.PathLike[str] | None = None) -> tuple[list[str], list[str]]:
     """Balanced sample of en_corpus sentences labelled by source: min(max_per_label, smallest source) each."""
     path = _path(data_dir, "en_corpus", "en_sentences.tsv")
     rows = _parse(path, _records(path, "\t", header=True), lambda f: (_text(_fields(f, 2)[0]), _text(f[1])))
@@ -251,14 +273,14 @@ def load_cluster_set(max_per_label: int = 500, seed: int = 0, data_dir=None) -> 
 
 # -- which datasets each task runs --------------------------------------------------------------------------
 # task -> dataset name -> loader(data_dir). `edgeemb eval` runs the ones present and notes the absent ones.
-BUILTIN: dict[str, dict[str, Callable]] = {
+BUILTIN: dict[str, dict[str, Callable[[Any], Any] | None]] = {
     "sts": {"stsb_en": lambda d: load_sts("en", data_dir=d), "stsb_zh_cnsd": lambda d: load_sts("zh", data_dir=d)},
     "pair": {"lcqmc": lambda d: load_lcqmc(data_dir=d)},
     "retrieval": {"beir_scifact": lambda d: load_scifact(data_dir=d),
                   "lcqmc_retrieval": lambda d: load_zh_retrieval(data_dir=d)},
     "cluster": {"en_corpus": None},  # sampled by the task (load_cluster_set)
-    "analogy": {name: (lambda d, n=name: load_analogy(n, data_dir=d)) for name in ANALOGY_SETS},
-    "wordsim": {name: (lambda d, n=name: load_wordsim(n, data_dir=d)) for name in WORDSIM_SETS},
+    "analogy": {name: partial(load_analogy, name) for name in ANALOGY_SETS},
+    "wordsim": {name: partial(load_wordsim, name) for name in WORDSIM_SETS},
 }
 
 # The generic formats a user's own dataset can take (`edgeemb eval BUNDLE --task T --data FILE_OR_DIR`).
@@ -272,7 +294,7 @@ FORMATS = {
 }
 
 
-def user_dataset(task: str, path: str | os.PathLike):
+def user_dataset(task: str, path: str | os.PathLike[str]) -> tuple[str, Any]:
     """(name, data) of a user's own dataset for a task, read in the task's generic format (FORMATS)."""
     path = Path(path)
     if not path.exists():
@@ -306,7 +328,7 @@ def load_beir(folder: Path, split: str = "test") -> RetrievalSet:
     qrels_path = _path(folder, "qrels", f"{split}.tsv")
     qrels: dict[str, dict[str, int]] = {}
     rows = _parse(qrels_path, _records(qrels_path, "\t", header=True),
-                  lambda f: (*_fields(f, 3)[:2], int(f[2])))
+                  lambda f: (_fields(f, 3)[0], f[1], int(f[2])))
     for q, d, rel in rows:
         qrels.setdefault(q, {})[d] = int(rel)
     qrels = {q: rels for q, rels in qrels.items() if q in queries}

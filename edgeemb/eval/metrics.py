@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 _CHUNK_ELEMENTS = 1 << 23  # score-matrix elements per analogy chunk (32 MiB of float32)
 
@@ -22,19 +23,19 @@ def _rank(a: np.ndarray) -> np.ndarray:
     return ranks
 
 
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+def pearson(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     """Pearson correlation; nan when undefined (n < 2, constant or non-finite input)."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) != len(y):
         raise ValueError(f"length mismatch: {len(x)} vs {len(y)}")
     if len(x) < 2 or not (np.isfinite(x).all() and np.isfinite(y).all()):
         return math.nan
-    x, y = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float(x @ x) * float(y @ y))
-    return float(x @ y) / denom if denom > 0 else math.nan
+    dx, dy = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float(dx @ dx) * float(dy @ dy))
+    return float(dx @ dy) / denom if denom > 0 else math.nan
 
 
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+def spearman(x: npt.ArrayLike, y: npt.ArrayLike) -> float:
     """Spearman rank correlation (average ranks for ties); nan when undefined."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if len(x) != len(y):
@@ -68,7 +69,7 @@ def mrr_at_k(ranked_ids: Sequence[str], qrels: dict[str, int], k: int) -> float:
     return 0.0
 
 
-def best_threshold_accuracy(scores: Sequence[float], labels: Sequence[int]) -> tuple[float, float]:
+def best_threshold_accuracy(scores: npt.ArrayLike, labels: npt.ArrayLike) -> tuple[float, float]:
     """Best accuracy of `score > threshold` over all thresholds; returns (accuracy, threshold)."""
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
     order = np.argsort(-s, kind="mergesort")
@@ -82,7 +83,7 @@ def best_threshold_accuracy(scores: Sequence[float], labels: Sequence[int]) -> t
     return float(correct[i] / n), float(threshold)
 
 
-def average_precision(scores: Sequence[float], labels: Sequence[int]) -> float:
+def average_precision(scores: npt.ArrayLike, labels: npt.ArrayLike) -> float:
     """Average precision, sum of (R_n - R_{n-1}) * P_n over distinct score thresholds (sklearn's definition)."""
     s, y = np.asarray(scores, dtype=np.float64), np.asarray(labels).astype(bool)
     order = np.argsort(-s, kind="mergesort")
@@ -97,7 +98,8 @@ def average_precision(scores: Sequence[float], labels: Sequence[int]) -> float:
 
 
 def _sq_dist(X: np.ndarray, C: np.ndarray) -> np.ndarray:
-    return np.maximum((X * X).sum(1)[:, None] - 2 * X @ C.T + (C * C).sum(1)[None, :], 0)
+    d2: np.ndarray = np.maximum((X * X).sum(1)[:, None] - 2 * X @ C.T + (C * C).sum(1)[None, :], 0)
+    return d2
 
 
 def _kmeans_pp(X: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -117,7 +119,8 @@ def kmeans(X: np.ndarray, k: int, seed: int = 0, n_init: int = 3, max_iter: int 
     if not 1 <= k <= len(X):
         raise ValueError(f"k={k} must be between 1 and the number of points ({len(X)})")
     rng = np.random.default_rng(seed)
-    best, best_inertia = None, np.inf
+    best: np.ndarray | None = None
+    best_inertia = np.inf
     for _ in range(n_init):
         C = _kmeans_pp(X, k, rng)
         labels = None
@@ -134,6 +137,8 @@ def kmeans(X: np.ndarray, k: int, seed: int = 0, n_init: int = 3, max_iter: int 
         inertia = _sq_dist(X, C)[np.arange(len(X)), labels].sum()
         if inertia < best_inertia:
             best, best_inertia = labels, inertia
+    if best is None:  # n_init < 1, or no run had a finite inertia (non-finite points)
+        raise ValueError(f"k-means found no clustering of finite inertia (n_init={n_init})")
     return best
 
 
@@ -142,7 +147,7 @@ def _entropy(counts: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def v_measure(labels_true: Sequence, labels_pred: Sequence) -> float:
+def v_measure(labels_true: npt.ArrayLike, labels_pred: npt.ArrayLike) -> float:
     """V-measure (beta = 1): harmonic mean of homogeneity and completeness."""
     _, t = np.unique(np.asarray(labels_true), return_inverse=True)
     _, p = np.unique(np.asarray(labels_pred), return_inverse=True)
@@ -156,7 +161,11 @@ def v_measure(labels_true: Sequence, labels_pred: Sequence) -> float:
     return 0.0 if total == 0 else 2 * homogeneity * completeness / total
 
 
-def _analogy(E: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, score) -> np.ndarray:
+_Score = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def _analogy(E: np.ndarray, a: npt.ArrayLike, b: npt.ArrayLike, c: npt.ArrayLike,
+             score: _Score) -> np.ndarray:
     """Best candidate row of E per question, excluding the question's three words, in bounded chunks."""
     a, b, c = (np.asarray(v, dtype=np.int64) for v in (a, b, c))
     out = np.empty(len(a), dtype=np.int64)
@@ -171,28 +180,30 @@ def _analogy(E: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, score) 
     return out
 
 
-def _cosadd(E, a, b, c):
-    return (E[b] - E[a] + E[c]) @ E.T
+def _cosadd(E: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    s: np.ndarray = (E[b] - E[a] + E[c]) @ E.T
+    return s
 
 
-def _cosmul(E, a, b, c, eps=1e-3):
+def _cosmul(E: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray, eps: float = 1e-3) -> np.ndarray:
     u, inv = np.unique(np.concatenate([a, b, c]), return_inverse=True)  # questions share words: fewer rows
     shifted = E[u] @ E.T
     shifted += 1
     shifted /= 2  # cosines mapped to [0, 1]
     ia, ib, ic = inv.reshape(3, -1)
-    s, den = shifted[ib], shifted[ia]
+    s: np.ndarray = shifted[ib]
+    den = shifted[ia]
     s *= shifted[ic]
     den += eps
     s /= den
     return s
 
 
-def analogy_3cosadd(E: np.ndarray, a: Sequence[int], b: Sequence[int], c: Sequence[int]) -> np.ndarray:
+def analogy_3cosadd(E: np.ndarray, a: npt.ArrayLike, b: npt.ArrayLike, c: npt.ArrayLike) -> np.ndarray:
     """a : b :: c : ? by argmax cos(d, b) - cos(d, a) + cos(d, c) over unit rows E, query words excluded."""
     return _analogy(E, a, b, c, _cosadd)
 
 
-def analogy_3cosmul(E: np.ndarray, a: Sequence[int], b: Sequence[int], c: Sequence[int]) -> np.ndarray:
+def analogy_3cosmul(E: np.ndarray, a: npt.ArrayLike, b: npt.ArrayLike, c: npt.ArrayLike) -> np.ndarray:
     """a : b :: c : ? by 3CosMul (Levy & Goldberg 2014) with cosines mapped to [0, 1] and eps = 1e-3."""
     return _analogy(E, a, b, c, _cosmul)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 from .tasks import TaskResult
 
@@ -11,7 +12,7 @@ def _num(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def to_json(results: list[TaskResult]) -> dict:
+def to_json(results: list[TaskResult]) -> dict[str, Any]:
     """Stable JSON-ready schema: {"results": [{task, dataset, metrics, n, coverage, seconds}]}; nan -> None."""
     return {
         "results": [
@@ -29,7 +30,7 @@ def to_json(results: list[TaskResult]) -> dict:
 
 
 def _rows(results: list[TaskResult]) -> dict[tuple[str, str, str], float | None]:
-    rows = {}
+    rows: dict[tuple[str, str, str], float | None] = {}
     for r in results:
         flag = " (= majority class)" if r.details.get("degenerate") else ""
         rows.update({(r.task, r.dataset, k + (flag if k == "accuracy" else "")): v for k, v in r.metrics.items()})

@@ -8,10 +8,12 @@ document side, as E5 and BGE are evaluated (MTEB); models without prompts encode
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -31,6 +33,8 @@ from .metrics import (
     v_measure,
 )
 
+# A model is duck-typed (an edgeemb Encoder, a sentence-transformers model, a stand-in): Any at this seam.
+Model = Any
 SENTENCE_TASKS = ("sts", "pair", "retrieval", "cluster")
 WORD_TASKS = ("analogy", "wordsim")
 TASKS = SENTENCE_TASKS + WORD_TASKS
@@ -46,14 +50,15 @@ class TaskResult:
     n: int
     coverage: float | None = None
     seconds: float = 0.0
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 class DatasetSkipped(UserWarning):
     """A built-in dataset of a task is not on this machine; the task ran the others."""
 
 
-def _embed(model, texts: Sequence[str], batch_size: int, show_progress: bool, side: str = "query") -> np.ndarray:
+def _embed(model: Model, texts: Sequence[str], batch_size: int, show_progress: bool,
+           side: str = "query") -> np.ndarray:
     """Unit-normalised embeddings of texts (query or document side), encoding each distinct text once."""
     uniq = list(dict.fromkeys(texts))
     encode = getattr(model, "encode_documents" if side == "document" else "encode_queries", model.encode)
@@ -64,17 +69,19 @@ def _embed(model, texts: Sequence[str], batch_size: int, show_progress: bool, si
     return normalize(E)[[pos[t] for t in texts]]
 
 
-def _pair_cosines(model, a: list[str], b: list[str], batch_size: int, show_progress: bool) -> np.ndarray:
+def _pair_cosines(model: Model, a: list[str], b: list[str], batch_size: int,
+                  show_progress: bool) -> np.ndarray:
     E = _embed(model, a + b, batch_size, show_progress)
-    return (E[: len(a)] * E[len(a) :]).sum(1)
+    cos: np.ndarray = (E[: len(a)] * E[len(a) :]).sum(1)
+    return cos
 
 
 def _pct(x: float) -> float:
     return 100.0 * float(x)
 
 
-def sts(model, sets: list[tuple[str, list]], limit: int | None = None, batch_size: int = 64,
-        show_progress: bool = False) -> list[TaskResult]:
+def sts(model: Model, sets: list[tuple[str, list[tuple[str, str, float]]]], limit: int | None = None,
+        batch_size: int = 64, show_progress: bool = False) -> list[TaskResult]:
     """STS: Spearman (and Pearson) x100 of cosine similarity vs gold score, per dataset of (s1, s2, score)."""
     results = []
     for name, pairs in sets:
@@ -87,8 +94,8 @@ def sts(model, sets: list[tuple[str, list]], limit: int | None = None, batch_siz
     return results
 
 
-def pair(model, sets: list[tuple[str, list]], limit: int | None = None, batch_size: int = 64,
-         show_progress: bool = False) -> list[TaskResult]:
+def pair(model: Model, sets: list[tuple[str, list[tuple[str, str, int]]]], limit: int | None = None,
+         batch_size: int = 64, show_progress: bool = False) -> list[TaskResult]:
     """Pair classification (s1, s2, 0/1): Spearman x100 of cosine vs label (C-MTEB), best-threshold accuracy and
     AP x100. An accuracy no better than always answering the majority class is flagged `degenerate`."""
     results = []
@@ -101,7 +108,7 @@ def pair(model, sets: list[tuple[str, list]], limit: int | None = None, batch_si
         majority = max(np.mean(labels), 1 - np.mean(labels))
         metrics = {"spearman": _pct(spearman(cos, labels)), "accuracy": _pct(accuracy),
                    "ap": _pct(average_precision(cos, labels))}
-        details = {"threshold": threshold, "majority_rate": _pct(majority)}
+        details: dict[str, Any] = {"threshold": threshold, "majority_rate": _pct(majority)}
         if accuracy <= majority + 1e-9:
             details["degenerate"] = "best-threshold accuracy equals the majority-class rate"
         results.append(TaskResult("pair", name, metrics, len(pairs), seconds=time.perf_counter() - t0,
@@ -121,7 +128,7 @@ def _exact_topk(Q: np.ndarray, D: np.ndarray, k: int, chunk: int = 1024) -> np.n
 
 
 def _ir_metrics(runs: list[list[str]], qrels: list[dict[str, int]], prefix: str = "") -> dict[str, float]:
-    def mean(f, k):
+    def mean(f: Callable[[list[str], dict[str, int], int], float], k: int) -> float:
         return _pct(float(np.mean([f(r, q, k) for r, q in zip(runs, qrels)])))
 
     return {
@@ -131,15 +138,16 @@ def _ir_metrics(runs: list[list[str]], qrels: list[dict[str, int]], prefix: str 
     }
 
 
-def retrieval(model, sets: list[tuple[str, data.RetrievalSet]], limit: int | None = None, batch_size: int = 32,
-              show_progress: bool = False, index_factory: Callable | None = None) -> list[TaskResult]:
+def retrieval(model: Model, sets: list[tuple[str, data.RetrievalSet]], limit: int | None = None,
+              batch_size: int = 32, show_progress: bool = False,
+              index_factory: Callable[[int], Any] | None = None) -> list[TaskResult]:
     """Retrieval (BEIR sets): nDCG@10, Recall@100, MRR@10 x100 by exact cosine search, and by index_factory
     (ann_*)."""
     return [_retrieval_one(model, name, ds, limit, batch_size, show_progress, index_factory) for name, ds in sets]
 
 
-def _retrieval_one(model, name: str, ds: data.RetrievalSet, limit: int | None, batch_size: int,
-                   show_progress: bool, index_factory: Callable | None) -> TaskResult:
+def _retrieval_one(model: Model, name: str, ds: data.RetrievalSet, limit: int | None, batch_size: int,
+                   show_progress: bool, index_factory: Callable[[int], Any] | None) -> TaskResult:
     t0 = time.perf_counter()
     qids = list(ds.queries)[:limit]
     doc_ids = list(ds.corpus)
@@ -151,6 +159,7 @@ def _retrieval_one(model, name: str, ds: data.RetrievalSet, limit: int | None, b
     k = min(100, len(doc_ids))
     qrels = [ds.qrels[q] for q in qids]
     runs = [[doc_ids[i] for i in row] for row in _exact_topk(Q, D, k)]
+    details: dict[str, Any]
     metrics, details = _ir_metrics(runs, qrels), {"corpus": len(doc_ids)}
     if index_factory is not None:
         t1 = time.perf_counter()
@@ -164,7 +173,7 @@ def _retrieval_one(model, name: str, ds: data.RetrievalSet, limit: int | None, b
     return TaskResult("retrieval", name, metrics, len(qids), seconds=time.perf_counter() - t0, details=details)
 
 
-def word_vectors(model):
+def word_vectors(model: Model) -> Any:
     """The model's word vectors (a static bundle's `wv`: index_to_key and vectors), or None."""
     try:
         return model.wv
@@ -172,22 +181,22 @@ def word_vectors(model):
         return None
 
 
-def _vocab(model, task: str, restrict_vocab: int) -> tuple[np.ndarray, dict[str, int]]:
+def _vocab(model: Model, task: str, restrict_vocab: int) -> tuple[np.ndarray, dict[str, int]]:
     """Unit vectors of the candidate words and a case-insensitive word -> row lookup (gensim-style)."""
     wv = word_vectors(model)
     if wv is None:
         raise ValueError(f"task {task} needs a static bundle with a vocabulary (model.wv)")
     words, vectors = wv.index_to_key, wv.vectors
     lookup: dict[str, int] = {}
-    rows = []
+    rows: list[int] = []
     for i, w in enumerate(words[:restrict_vocab]):
         if lookup.setdefault(w.lower(), len(rows)) == len(rows):  # the most frequent casing wins
             rows.append(i)
     return normalize(np.asarray(vectors)[rows]), lookup
 
 
-def analogy(model, sets: list[tuple[str, list]], limit: int | None = None,
-            restrict_vocab: int = 300_000) -> list[TaskResult]:
+def analogy(model: Model, sets: list[tuple[str, list[tuple[str, str, str, str, str]]]],
+            limit: int | None = None, restrict_vocab: int = 300_000) -> list[TaskResult]:
     """Analogy accuracy x100 (3CosAdd, 3CosMul) over answerable questions among the first restrict_vocab words."""
     E, lookup = _vocab(model, "analogy", restrict_vocab)
     results = []
@@ -197,7 +206,7 @@ def analogy(model, sets: list[tuple[str, list]], limit: int | None = None,
         ok = [q for q in questions if all(w.lower() in lookup for w in q[1:])]
         a, b, c, d = (np.array([lookup[q[j].lower()] for q in ok], dtype=np.int64) for j in range(1, 5))
         hits = {"3cosadd": analogy_3cosadd(E, a, b, c) == d, "3cosmul": analogy_3cosmul(E, a, b, c) == d}
-        sections: dict[str, dict] = {}
+        sections: dict[str, dict[str, Any]] = {}
         for q in questions:
             sections.setdefault(q[0], {"n": 0, "answerable": 0})["n"] += 1
         sec = np.array([q[0] for q in ok])
@@ -220,7 +229,7 @@ def analogy(model, sets: list[tuple[str, list]], limit: int | None = None,
     return results
 
 
-def wordsim(model, sets: list[tuple[str, list]], limit: int | None = None,
+def wordsim(model: Model, sets: list[tuple[str, list[tuple[str, str, float]]]], limit: int | None = None,
             restrict_vocab: int = 300_000) -> list[TaskResult]:
     """Word similarity: Spearman (and Pearson) x100 of cosine vs human score over the covered pairs."""
     E, lookup = _vocab(model, "wordsim", restrict_vocab)
@@ -250,8 +259,9 @@ def wordsim(model, sets: list[tuple[str, list]], limit: int | None = None,
     return results
 
 
-def cluster(model, sets: list[tuple[str, tuple[list[str], list[str]]]], seeds: Sequence[int] = (0, 1, 2),
-            batch_size: int = 64, show_progress: bool = False) -> list[TaskResult]:
+def cluster(model: Model, sets: list[tuple[str, tuple[list[str], list[str]]]],
+            seeds: Sequence[int] = (0, 1, 2), batch_size: int = 64,
+            show_progress: bool = False) -> list[TaskResult]:
     """Clustering (texts, labels): V-measure x100 of k-means (k = number of labels), averaged over seeds.
 
     (`limit` is applied when the datasets are selected: sources sampled `limit` each, or a user's first rows.)"""
@@ -277,8 +287,8 @@ _FUNCS: dict[str, Callable[..., list[TaskResult]]] = {
 _LANG_SETS = {"en": "stsb_en", "zh": "stsb_zh_cnsd"}
 
 
-def select(task: str, data_dir=None, names: Sequence[str] | None = None, user=None,
-           limit: int | None = None) -> list[tuple[str, object]]:
+def select(task: str, data_dir: str | os.PathLike[str] | None = None, names: Sequence[str] | None = None,
+           user: str | os.PathLike[str] | None = None, limit: int | None = None) -> list[tuple[str, Any]]:
     """The datasets a task runs: the user's one (`user`: a file or BEIR folder), else the built-in ones present
     (absent ones are skipped with a DatasetSkipped warning; DataNotFound when none is present)."""
     if user is not None:
@@ -286,7 +296,8 @@ def select(task: str, data_dir=None, names: Sequence[str] | None = None, user=No
         if task == "cluster" and limit:
             ds = (ds[0][:limit], ds[1][:limit])
         return [(name, ds)]
-    chosen, missing = [], []
+    chosen: list[tuple[str, Any]] = []
+    missing: list[str] = []
     for name, loader in data.BUILTIN[task].items():
         if names is not None and name not in names:
             continue
@@ -294,6 +305,7 @@ def select(task: str, data_dir=None, names: Sequence[str] | None = None, user=No
             if task == "cluster":  # a balanced sample of the sources, `limit` (default 500) each
                 chosen.append((name, data.load_cluster_set(limit or 500, seed=0, data_dir=data_dir)))
             else:
+                assert loader is not None  # only cluster's loader is None
                 chosen.append((name, loader(data_dir)))
         except data.DataNotFound as exc:
             missing.append(str(exc))
@@ -304,8 +316,9 @@ def select(task: str, data_dir=None, names: Sequence[str] | None = None, user=No
     return chosen
 
 
-def run_task(name: str, model, data_dir=None, data_path=None, langs: Sequence[str] | None = None,
-             datasets: Sequence[str] | None = None, **kw) -> list[TaskResult]:
+def run_task(name: str, model: Model, data_dir: str | os.PathLike[str] | None = None,
+             data_path: str | os.PathLike[str] | None = None, langs: Sequence[str] | None = None,
+             datasets: Sequence[str] | None = None, **kw: Any) -> list[TaskResult]:
     """Run one task by name (see TASKS) on its built-in datasets (`datasets` picks some; `langs` for sts) or on
     the user's dataset at data_path; keyword arguments go to the task function."""
     if name not in _FUNCS:

@@ -17,7 +17,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,6 +35,10 @@ from .shards import (
     write_shard,
 )
 from .source import BlockRef, Docs, Plan, corpus_spec, plan_blocks, read_block
+
+if TYPE_CHECKING:
+    from ..bundle import Manifest
+    from ..encode.encoder import Encoder
 
 ENGINES = ("local", "ray")
 DEFAULT_BLOCK_ROWS = 4096  # documents per shard: ~12 s of MiniLM int8 work on one thread, the most a kill loses
@@ -104,9 +108,9 @@ class ShardWriter:
         self.bar.update(ref.rows)
 
 
-def embed_corpus(corpus: str | os.PathLike, bundle: str | os.PathLike | None, out: str | os.PathLike,
-                 engine: str = "local", address: str | None = None, workers: int | None = None,
-                 threads: int | None = None, block_rows: int = DEFAULT_BLOCK_ROWS, shard_format: str = "npy",
+def embed_corpus(corpus: str | os.PathLike[str], bundle: str | os.PathLike[str] | None,
+                 out: str | os.PathLike[str], engine: str = "local", address: str | None = None,
+                 workers: int | None = None, threads: int | None = None, block_rows: int = DEFAULT_BLOCK_ROWS, shard_format: str = "npy",
                  text_field: str = "text", id_field: str = "id", force: bool = False, batch_size: int = 32,
                  show_progress: bool = False) -> EmbedResult:
     """Embed `corpus` with `bundle` into shards under `out`, resuming a run of the same job there.
@@ -127,8 +131,10 @@ def embed_corpus(corpus: str | os.PathLike, bundle: str | os.PathLike | None, ou
     start = time.perf_counter()
     spec = corpus_spec(corpus, text_field, id_field)
     ref = bundle_ref(bundle)
+    encoder: Encoder | None = None
+    enc: Encoder | BundleInfo
     if engine == "local":
-        enc = edgeemb.load(ref, threads=threads)
+        enc = encoder = edgeemb.load(ref, threads=threads)
     else:  # the driver only needs the bundle's identity (checked files), not an onnxruntime session
         from ..bundle.resolve import open_bundle
 
@@ -153,7 +159,8 @@ def embed_corpus(corpus: str | os.PathLike, bundle: str | os.PathLike | None, ou
                   show_progress, "texts") as bar:
         writer = ShardWriter(out, shard_format, record["bundle_id"], hooks, bar)
         if pending and engine == "local":
-            _run_local(enc, plan, pending, writer, batch_size, hooks)
+            assert encoder is not None  # loaded above for a local run
+            _run_local(encoder, plan, pending, writer, batch_size, hooks)
         elif pending:
             from .ray_engine import run_ray
 
@@ -186,7 +193,8 @@ class BundleInfo:
     threads: int = 1
 
 
-def _check_options(engine, address, workers, threads, shard_format, batch_size) -> None:
+def _check_options(engine: str, address: str | None, workers: int | None, threads: int | None,
+                   shard_format: str, batch_size: int) -> None:
     if engine not in ENGINES:
         raise EmbedJobError(f"engine must be one of {ENGINES}, got {engine!r}")
     if shard_format not in SHARD_FORMATS:
@@ -207,7 +215,7 @@ def require_ray() -> None:
         raise EmbedJobError(f"--engine ray needs ray[data]: {RAY_EXTRA}") from None
 
 
-def bundle_ref(bundle: str | os.PathLike | None) -> str:
+def bundle_ref(bundle: str | os.PathLike[str] | None) -> str:
     """How every process names the bundle: a default's short name (each node resolves its own) or an
     absolute path (a folder or .tar that must exist at that path on every node)."""
     from ..paths import DEFAULT_BUNDLES
@@ -218,7 +226,7 @@ def bundle_ref(bundle: str | os.PathLike | None) -> str:
     return text if text in DEFAULT_BUNDLES else str(Path(text).resolve())
 
 
-def model_file(manifest) -> str:
+def model_file(manifest: Manifest) -> str:
     """The bundle file whose sha256 identifies its weights (the one Manifest.bundle_id uses)."""
     name = next((f for f in MODEL_FILES if f in manifest.files), None)
     if name is None:
@@ -226,7 +234,7 @@ def model_file(manifest) -> str:
     return name
 
 
-def job_record(enc, plan: Plan, shard_format: str, ref: str) -> dict[str, Any]:
+def job_record(enc: Encoder | BundleInfo, plan: Plan, shard_format: str, ref: str) -> dict[str, Any]:
     """job.json: what identifies this job (a rerun resumes only into a folder whose record agrees)."""
     m = enc.manifest
     name = model_file(m)
@@ -238,7 +246,7 @@ def job_record(enc, plan: Plan, shard_format: str, ref: str) -> dict[str, Any]:
             "text_field": plan.spec.text_field, "id_field": plan.spec.id_field}
 
 
-def encode_block(enc, texts: list[str], batch_size: int) -> tuple[np.ndarray, int]:
+def encode_block(enc: Encoder, texts: list[str], batch_size: int) -> tuple[np.ndarray, int]:
     """Document vectors of one block and how many of its texts were truncated (the warning is counted, not
     repeated per block)."""
     from ..encode.encoder import TruncationWarning
@@ -250,7 +258,7 @@ def encode_block(enc, texts: list[str], batch_size: int) -> tuple[np.ndarray, in
     return vectors, enc.truncated - before
 
 
-def _run_local(enc, plan: Plan, pending: list[BlockRef], writer: ShardWriter, batch_size: int,
+def _run_local(enc: Encoder, plan: Plan, pending: list[BlockRef], writer: ShardWriter, batch_size: int,
                hooks: Hooks) -> None:
     for ref in pending:
         docs = read_block(plan, ref)

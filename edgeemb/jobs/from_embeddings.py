@@ -11,12 +11,17 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import InputError
 from .shards import JOB, MANIFEST, MANIFEST_FORMAT, EmbedJobError, read_json, read_shard
+
+if TYPE_CHECKING:
+    from ..encode.encoder import Encoder
+    from ..search.build import BuildReport
+    from ..search.index import Index
 
 WINDOW = 4096  # documents a pending vector may trail the reader by before it is dropped (skipped on resume)
 
@@ -27,10 +32,10 @@ class Row:
 
     id: str
     text: str
-    metadata: dict
+    metadata: dict[str, Any]
 
 
-def read_embeddings(out: str | os.PathLike) -> dict[str, Any]:
+def read_embeddings(out: str | os.PathLike[str]) -> dict[str, Any]:
     """The manifest of a finished job folder (an error naming the folder if the job is unfinished)."""
     out = Path(out)
     if not out.is_dir():
@@ -50,7 +55,7 @@ def read_embeddings(out: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def check_bundle(manifest: dict[str, Any], enc, where: Path) -> None:
+def check_bundle(manifest: dict[str, Any], enc: Encoder, where: Path) -> None:
     """Refuse an encoder other than the one the shards were made with (weights, dim)."""
     m = enc.manifest
     model = manifest.get("model_file", "model.onnx")
@@ -80,10 +85,10 @@ def iter_rows(out: Path, manifest: dict[str, Any], pending: dict[str, np.ndarray
 class VectorFeed:
     """Stands in for an Index in FolderBuild: `add(texts, ids, metadata)` adds the vectors the reader left."""
 
-    def __init__(self, index, pending: dict[str, np.ndarray]):
+    def __init__(self, index: Index, pending: dict[str, np.ndarray]):
         self.index, self.pending = index, pending
 
-    def add(self, texts: list[str], ids: list[str], metadata: list[dict]) -> list[str]:
+    def add(self, texts: list[str], ids: list[str], metadata: list[dict[str, Any]]) -> list[str]:
         vectors = np.stack([self.pending.pop(i) for i in ids])
         return self.index.add_vectors(vectors, texts, ids=ids, metadata=metadata)
 
@@ -91,10 +96,10 @@ class VectorFeed:
         self.index.close()
 
 
-def build_index_from_embeddings(embeddings: str | os.PathLike, out: str | os.PathLike,
-                                bundle: str | os.PathLike | None = None, force: bool = False, resume: bool = False,
-                                threads: int | None = None, show_progress: bool = False,
-                                **create_options: Any):
+def build_index_from_embeddings(embeddings: str | os.PathLike[str], out: str | os.PathLike[str],
+                                bundle: str | os.PathLike[str] | None = None, force: bool = False,
+                                resume: bool = False, threads: int | None = None, show_progress: bool = False,
+                                **create_options: Any) -> BuildReport:
     """Build an index folder `out` from the shards of the finished job `embeddings`, without re-encoding.
 
     bundle: the bundle the index will encode queries with (default: the one the job records); refused unless it

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -33,11 +34,11 @@ MAX_RESTARTS = 4
 MAX_TASK_RETRIES = 4
 
 
-class BlockSource(Datasource):
+class BlockSource(Datasource):  # type: ignore[misc, unused-ignore]  # Datasource is Any where ray is absent
     """Ray Data source over the pending blocks of a planned corpus: one read task, one Ray block each."""
 
     def __init__(self, spec: CorpusSpec, fieldnames: list[str] | None, refs: list[BlockRef]):
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call, unused-ignore]  # ray leaves it unannotated
         self.spec, self.fieldnames, self.refs = spec, fieldnames, refs
 
     def get_name(self) -> str:
@@ -105,7 +106,7 @@ class Assembler:
         self.open: dict[int, dict[str, Any]] = {}
         self.duplicates = 0
 
-    def add(self, batch: dict[str, np.ndarray]):
+    def add(self, batch: dict[str, np.ndarray]) -> Iterator[tuple[BlockRef, Docs, np.ndarray, int, float]]:
         """Yield (ref, docs, vectors, truncated, busy seconds) for each block this batch completes."""
         blocks = np.asarray(batch["block"], dtype=np.int64)
         for b in np.unique(blocks):
@@ -144,7 +145,8 @@ def run_ray(plan: Plan, pending: list[BlockRef], writer: ShardWriter, ref: str, 
     started = _init(address, workers, threads)
     try:
         if workers is None:
-            workers = max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
+            cpus = ray.cluster_resources()  # type: ignore[no-untyped-call, unused-ignore]
+            workers = max(1, int(cpus.get("CPU", 1) // threads))
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the job draws its own
         # Reading a block is light I/O: its tasks ask for no CPU, or they would wait forever behind an actor pool
@@ -203,7 +205,8 @@ def _init(address: str | None, workers: int | None, threads: int) -> bool:
 
 def _job_error(exc: BaseException) -> EdgeembError:
     """The EdgeembError a worker raised, found inside Ray's wrappers, or a one-line summary."""
-    seen, cur = set(), exc
+    seen: set[int] = set()
+    cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
         if isinstance(cur, EdgeembError):

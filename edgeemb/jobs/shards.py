@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,7 @@ class ShardData:
     vectors: np.ndarray
     ids: list[str]
     texts: list[str]
-    metas: list[dict]
+    metas: list[dict[str, Any]]
 
 
 def encode_shard(docs: Docs, vectors: np.ndarray, fmt: str) -> dict[str, bytes]:
@@ -151,7 +152,7 @@ def encode_shard(docs: Docs, vectors: np.ndarray, fmt: str) -> dict[str, bytes]:
 
 
 def write_shard(out: Path, ref: BlockRef, docs: Docs, vectors: np.ndarray, fmt: str, bundle_id: str,
-                truncated: int = 0, before_sidecar=None) -> dict[str, Any]:
+                truncated: int = 0, before_sidecar: Callable[[], object] | None = None) -> dict[str, Any]:
     """Write a block's data files, then its sidecar; returns the sidecar (the manifest's shard entry)."""
     if len(docs.ids) != ref.rows or vectors.shape[0] != ref.rows:
         raise EmbedJobError(f"block {ref.index}: {len(docs.ids)} documents and {vectors.shape[0]} vectors, "
@@ -228,7 +229,7 @@ def read_shard(out: Path, entry: dict[str, Any], dim: int) -> ShardData:
     return ShardData(vectors, ids, texts, metas)
 
 
-def _arrow():
+def _arrow() -> tuple[Any, Any]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq

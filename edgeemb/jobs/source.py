@@ -78,10 +78,10 @@ class Docs:
 
     ids: list[str] = field(default_factory=list)
     texts: list[str] = field(default_factory=list)
-    metas: list[dict] = field(default_factory=list)
+    metas: list[dict[str, Any]] = field(default_factory=list)
 
 
-def corpus_spec(path: str | os.PathLike, text_field: str = "text", id_field: str = "id") -> CorpusSpec:
+def corpus_spec(path: str | os.PathLike[str], text_field: str = "text", id_field: str = "id") -> CorpusSpec:
     """Check the corpus exists and has a known suffix; the path is made absolute so workers find it."""
     p = Path(path)
     if not p.is_file():
@@ -139,9 +139,10 @@ def _header(spec: CorpusSpec, raw: bytes) -> list[str]:
 
 
 def _parse(spec: CorpusSpec, fieldnames: list[str] | None, raw: bytes, line_no: int, offset: int
-           ) -> tuple[str, str | None, dict] | None:
+           ) -> tuple[str, str | None, dict[str, Any]] | None:
     """(text, id or None, metadata) of one line, or None for a line that is no record (blank jsonl/tsv)."""
     line = _decode(_strip_eol(raw), spec.path, line_no, offset)
+    row: dict[Any, Any]
     if spec.format == "txt":
         return line, None, {}
     if spec.format == "jsonl":
@@ -160,7 +161,7 @@ def _parse(spec: CorpusSpec, fieldnames: list[str] | None, raw: bytes, line_no: 
         assert fieldnames is not None
         row = dict(zip(fieldnames, values))
         if len(values) > len(fieldnames):
-            row[None] = values[len(fieldnames):]  # type: ignore[index]
+            row[None] = values[len(fieldnames):]
         for key in fieldnames[len(values):]:
             row[key] = None
     text = row.get(spec.text_field)
@@ -253,7 +254,7 @@ def _read_lines(spec: CorpusSpec, fieldnames: list[str] | None, ref: BlockRef) -
 
 
 # -- Parquet ------------------------------------------------------------------------------------------------
-def _pq():
+def _pq() -> Any:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -261,7 +262,7 @@ def _pq():
     return pq
 
 
-def _open_parquet(spec: CorpusSpec):
+def _open_parquet(spec: CorpusSpec) -> tuple[Any, list[str]]:
     pq = _pq()
     try:
         pf = pq.ParquetFile(spec.path)
@@ -300,6 +301,7 @@ def _read_parquet(spec: CorpusSpec, ref: BlockRef) -> Docs:
     docs = Docs()
     if not groups:
         return docs
+    assert first is not None  # set with the first group
     table = pf.read_row_groups(groups).slice(ref.start - first, ref.end - ref.start)
     for row in table.to_pylist():
         text = row.get(spec.text_field)

@@ -9,11 +9,13 @@ has open for writing is refused, never deleted under it.
 """
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from ..errors import IndexStoreError
 from ..progress import Progress
@@ -21,7 +23,32 @@ from .folder import check_new_index_folder, remove_own_files, swap_in
 from .locks import release, writer_lock
 from .store import STORE, crash_point
 
+if TYPE_CHECKING:
+    from .index import Index
+
 CHUNK = 512  # documents read, checked against the partial index and added per step
+_T = TypeVar("_T")
+
+
+class BuildDoc(Protocol):
+    """A document a build reads (corpus.Doc, a shard's row)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def metadata(self) -> dict[str, Any]: ...
+
+
+class BuildTarget(Protocol):
+    """What `make` opens: an Index, a HybridRetriever, or a stand-in with `.index` (jobs' VectorFeed)."""
+
+    def add(self, texts: list[str], ids: list[str], metadata: list[dict[str, Any]]) -> list[str]: ...
+
+    def close(self) -> None: ...
 
 
 def partial_path(out: Path) -> Path:
@@ -43,7 +70,7 @@ class FolderBuild:
     """One `index build`: `with FolderBuild(out, force, resume) as b: b.run(...)`. Entering checks OUT and takes
     its writer lock (replacing a live index is refused); leaving releases it."""
 
-    def __init__(self, out: str | Path, force: bool = False, resume: bool = False):
+    def __init__(self, out: str | os.PathLike[str], force: bool = False, resume: bool = False):
         self.out, self.force, self.resume = Path(out), force, resume
         self.partial = partial_path(self.out)
         self._lock: int | None = None
@@ -70,7 +97,7 @@ class FolderBuild:
         release(self._lock)
         self._lock = None
 
-    def run(self, make: Callable[[Path, bool], object], docs: Iterable, total: int,
+    def run(self, make: Callable[[Path, bool], BuildTarget], docs: Iterable[BuildDoc], total: int,
             show_progress: bool = True) -> BuildReport:
         """Add `docs` (objects with .id, .text, .metadata) to the partial index `make(path, exists)` opens or
         creates (an Index or HybridRetriever), then swap it in. `total`: the corpus's document count."""
@@ -78,7 +105,7 @@ class FolderBuild:
         if self.resume and not resumed:
             print(f"nothing to resume for {self.out}: building from the start", file=sys.stderr)
         handle = make(self.partial, resumed)
-        index = getattr(handle, "index", handle)
+        index = cast("Index", getattr(handle, "index", handle))
         added = skipped = 0
         try:
             state = index.meta.get("build_state")
@@ -106,7 +133,7 @@ class FolderBuild:
         swap_in(self.partial, self.out)
         return BuildReport(count, added, skipped, resumed)
 
-    def _abandon(self, handle, index) -> None:
+    def _abandon(self, handle: BuildTarget, index: Index) -> None:
         """After a failure or an interrupt: keep what was committed for --resume (or nothing, if nothing was)."""
         n = len(index)
         with suppress(Exception):  # the first error is the one to report; the store is the truth
@@ -118,8 +145,8 @@ class FolderBuild:
                   f"--resume to continue", file=sys.stderr)
 
 
-def _chunked(items: Iterable, size: int):
-    chunk = []
+def _chunked(items: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    chunk: list[_T] = []
     for item in items:
         chunk.append(item)
         if len(chunk) == size:

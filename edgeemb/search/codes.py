@@ -28,6 +28,7 @@ import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -238,7 +239,7 @@ class BinaryCodes:
                 crc_arr = np.zeros(nblocks, np.uint32)
                 crc = zlib.crc32(head)
                 for part in (labels[:n], alive[:n], *(codes[w, :n] for w in range(words)), crc_arr):
-                    view = memoryview(part).cast("B")
+                    view = part.data.cast("B")
                     if f.readinto(view) != len(view):
                         raise CodesDamaged(f"{file}: truncated")
                     crc = zlib.crc32(view, crc)
@@ -343,9 +344,10 @@ class BinaryCodes:
     def mark_deleted(self, labels: int | Iterable[int]) -> int:
         """Tombstone labels; returns how many were live (unknown or already deleted ones are ignored). Allowed on
         read-only codes too: it changes only RAM."""
-        labels = np.asarray([labels] if np.isscalar(labels) else list(labels), dtype=np.int64)
+        items = [labels] if np.isscalar(labels) else list(cast(Iterable[int], labels))
+        labs = np.asarray(items, dtype=np.int64)
         s = self._state
-        slots = self._slots_of(labels, s)
+        slots = self._slots_of(labs, s)
         slots = np.unique(slots[slots >= 0])
         slots = slots[s.alive[slots]]
         s.alive[slots] = False
@@ -461,15 +463,15 @@ class BinaryCodes:
     def scores(self, labels: Sequence[int], vec: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(labels found, int8 cosine to vec) for some labels: the fine re-scoring a hybrid retriever needs."""
         s = self._state
-        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
-        slots = self._slots_of(labels, s)
+        labs = np.asarray(labels, dtype=np.int64).reshape(-1)
+        slots = self._slots_of(labs, s)
         found = (slots >= 0) & s.alive[np.maximum(slots, 0)]
         slots = slots[found]
         if not len(slots):
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         rows = s.rows.read(slots)
         q = _unit(np.asarray(vec, np.float32).reshape(1, -1))[0]
-        return labels[found], (rows["q"].astype(np.float32) @ q) * rows["scale"]
+        return labs[found], (rows["q"].astype(np.float32) @ q) * rows["scale"]
 
     # -- internals ----------------------------------------------------------------------------------------
     def _hamming_stage(self, q: np.ndarray, s: _State, slots: np.ndarray | None, n_cand: int) -> np.ndarray:
@@ -503,7 +505,8 @@ class BinaryCodes:
         qpad[:self.dim] = q
         table = (_BYTE_BITS @ qpad.reshape(nbytes, 8).T).T.ravel()  # [j * 256 + b] = bits(b) . q[8j:8j+8]
         byte_codes = np.ascontiguousarray(codes.T).view(np.uint8)  # (m, nbytes)
-        return table[byte_codes + _BYTE_OFFSETS[:nbytes]].sum(axis=1)
+        dots: np.ndarray = table[byte_codes + _BYTE_OFFSETS[:nbytes]].sum(axis=1)
+        return dots
 
     def _encode(self, unit: np.ndarray) -> np.ndarray:
         """Sign bits of unit vectors as (words, n) uint64 (bits past dim are zero)."""

@@ -14,8 +14,9 @@ from .validate import check_id_list, check_metadata
 _END = object()
 
 
-def check_all(store: DocStore, texts: Iterable[str], ids: Iterable[str] | None, metadata: Iterable[dict] | None,
-              mode: str, must_exist: bool) -> tuple[list[str], list[str] | None, list[dict] | None]:
+def check_all(store: DocStore, texts: Iterable[str], ids: Iterable[str] | None,
+              metadata: Iterable[dict[str, Any]] | None, mode: str,
+              must_exist: bool) -> tuple[list[str], list[str] | None, list[dict[str, Any]] | None]:
     """Validate a write (texts, ids, metadata) without generating ids or empty metadata (None stays None)."""
     texts = check_texts(texts)
     n = len(texts)
@@ -43,8 +44,8 @@ def check_all(store: DocStore, texts: Iterable[str], ids: Iterable[str] | None, 
     return texts, ids, metas
 
 
-def fill_in(store: DocStore, texts: list[str], ids: list[str] | None, metas: list[dict] | None,
-            mode: str) -> tuple[list[str], list[dict]]:
+def fill_in(store: DocStore, texts: list[str], ids: list[str] | None, metas: list[dict[str, Any]] | None,
+            mode: str) -> tuple[list[str], list[dict[str, Any]]]:
     """Ids generated for a plain add (doc-<label>); metadata {} for new documents, and for an upsert without
     metadata, what the store holds (an upsert of the text alone keeps the metadata)."""
     if ids is None:
@@ -61,7 +62,7 @@ def merged_metadata(stored: dict[str, Any], change: dict[str, Any]) -> dict[str,
     return {key: v for key, v in {**stored, **change}.items() if v is not None}
 
 
-def facet_rows(labels: Iterable[int], metas: Iterable[dict]) -> list[tuple[int, str, str]]:
+def facet_rows(labels: Iterable[int], metas: Iterable[dict[str, Any]]) -> list[tuple[int, str, str]]:
     """(label, field, key) rows of the facets table for documents' metadata."""
     try:
         return [(int(lab), f, v) for lab, m in zip(labels, metas) for f, v in facets(m)]
@@ -69,8 +70,8 @@ def facet_rows(labels: Iterable[int], metas: Iterable[dict]) -> list[tuple[int, 
         raise InputError(f"metadata must be JSON-serialisable ({exc})") from None
 
 
-def chunks(texts: Iterable[str], ids: Iterable[str] | None, metadata: Iterable[dict] | None,
-           size: int) -> Iterator[tuple[list[str], list[str] | None, list[dict] | None]]:
+def chunks(texts: Iterable[str], ids: Iterable[str] | None, metadata: Iterable[dict[str, Any]] | None,
+           size: int) -> Iterator[tuple[list[str], list[str] | None, list[dict[str, Any]] | None]]:
     """(texts, ids | None, metadata | None) in chunks of `size`; only one chunk of a stream is held at a time."""
     t_it = iter(texts)
     i_it = None if ids is None else iter(ids)

@@ -79,6 +79,7 @@ class _Evaluator:
             else:
                 labels = self.field(name, cond, f"{where}[{name!r}]")
             result = labels if result is None else np.intersect1d(result, labels, assume_unique=True)
+        assert result is not None  # node is a non-empty dict
         return result
 
     def logical(self, op: str, parts: Any, where: str) -> np.ndarray:
@@ -107,6 +108,7 @@ class _Evaluator:
             if op in ("$ne", "$nin"):
                 labels = np.setdiff1d(self.everything(), labels, assume_unique=True)
             result = labels if result is None else np.intersect1d(result, labels, assume_unique=True)
+        assert result is not None  # ops holds at least one operator
         return result
 
     def equal(self, name: str, value: Any, where: str, need_list: bool = False) -> np.ndarray:

@@ -127,5 +127,5 @@ def _exchange(a: Path, b: Path) -> bool:
     if fn is None:
         return False
     at_fdcwd, rename_exchange = -100, 2
-    ok = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    ok: int = fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
     return ok == 0

@@ -25,7 +25,7 @@ Storage = HnswGraph | CodesGraph
 
 def storage_kind(meta: dict[str, Any]) -> str:
     """The index's vector storage: its `vectors` setting, "float32" when it has none (older indexes)."""
-    kind = meta.get("vectors", "float32")
+    kind: str = meta.get("vectors", "float32")
     if kind not in VECTORS:
         raise IndexStoreError(f"index vectors {kind!r} are not supported by this edgeemb (it reads "
                               f"{', '.join(VECTORS)}); upgrade edgeemb")

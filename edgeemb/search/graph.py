@@ -72,7 +72,8 @@ class HnswGraph:
     @property
     def element_count(self) -> int:
         """Slots in use, tombstones included."""
-        return self.index.element_count
+        count: int = self.index.element_count
+        return count
 
     def labels(self) -> np.ndarray:
         """Every label in the graph (deleted ones included), int64."""
@@ -145,7 +146,7 @@ class CodesGraph:
 
     kind = "binary"
 
-    def __init__(self, codes: BinaryCodes, tmp: tempfile.TemporaryDirectory | None = None):
+    def __init__(self, codes: BinaryCodes, tmp: tempfile.TemporaryDirectory[str] | None = None):
         self.codes, self._tmp = codes, tmp
         self._extra_labels = np.zeros(0, np.int64)  # the read-only overlay
         self._extra_vecs = np.zeros((0, codes.dim), np.float32)
@@ -155,7 +156,9 @@ class CodesGraph:
     def new(cls, folder: Path | None, dim: int, capacity: int = 1024, read_only: bool = False) -> CodesGraph:
         """Empty codes with a fresh rows file (epoch 1) in folder, or in a temporary folder when read_only."""
         tmp = tempfile.TemporaryDirectory(prefix="edgeemb-codes-") if read_only or folder is None else None
-        return cls(BinaryCodes.create(Path(tmp.name) if tmp else folder, dim, capacity), tmp)
+        where = Path(tmp.name) if tmp else folder
+        assert where is not None  # a temporary folder is made whenever folder is None
+        return cls(BinaryCodes.create(where, dim, capacity), tmp)
 
     @classmethod
     def load(cls, folder: Path, generation: int, dim: int, read_only: bool) -> CodesGraph | None:

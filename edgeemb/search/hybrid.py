@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,12 +30,15 @@ from .int8rows import Int8Rows
 from .lexical import LexicalIndex
 from .validate import as_matrix, check_ef, parse_queries, positive_int
 
+if TYPE_CHECKING:
+    from ..encode.encoder import TextEncoder
+
 FINE_FILE = "fine.i8"
 LEXICAL_FILE = "lexical.bm25"
 RERANK_MODES = ("stored", "live")
 
 
-class Results(list):
+class Results(list[Hit]):
     """Hits, best first, with `.timings`: milliseconds per stage and the number of candidates."""
 
     def __init__(self, hits: Sequence[Hit] = (), timings: dict[str, float] | None = None):
@@ -43,7 +46,7 @@ class Results(list):
         self.timings = timings or {}
 
 
-def bundle_record(encoder, ref: str | None = None) -> dict[str, Any]:
+def bundle_record(encoder: TextEncoder, ref: str | None = None) -> dict[str, Any]:
     """What an index remembers of an encoder: identity, name, dimension and how to find it again."""
     return {"bundle_id": encoder.manifest.bundle_id, "name": encoder.manifest.name, "dim": encoder.dim,
             "ref": ref or str(Path(encoder.path).resolve())}
@@ -58,9 +61,10 @@ class HybridRetriever:
     index that recalls half of the candidates (a setting of a new index; an existing one keeps its own).
     """
 
-    def __init__(self, coarse, fine, path: str | Path | Index | None = None, *, read_only: bool = False, live=None,
-                 coarse_dim: int | None = None, M: int = 16, ef_construction: int = 200, threads: int = 1,
-                 coarse_ref: str | None = None, fine_ref: str | None = None, lexical: bool = True):
+    def __init__(self, coarse: TextEncoder, fine: TextEncoder, path: str | Path | Index | None = None, *,
+                 read_only: bool = False, live: TextEncoder | None = None, coarse_dim: int | None = None,
+                 M: int = 16, ef_construction: int = 200, threads: int = 1, coarse_ref: str | None = None,
+                 fine_ref: str | None = None, lexical: bool = True) -> None:
         if coarse is None or fine is None:
             raise InputError("HybridRetriever needs a coarse and a fine encoder")
         self.coarse, self.fine, self.live = coarse, fine, live
@@ -74,7 +78,7 @@ class HybridRetriever:
             self._tmp = tempfile.TemporaryDirectory(prefix="edgeemb-hybrid-")
             path = self._tmp.name
         opened = path if isinstance(path, Index) else None
-        path = opened.path if opened is not None else Path(path)
+        path = path.path if isinstance(path, Index) else Path(path)
         if opened is not None or (path / STORE).is_file():
             self.index = opened or Index.open(path, read_only=read_only, threads=threads)
             read_only = self.index.read_only
@@ -110,10 +114,10 @@ class HybridRetriever:
     def __len__(self) -> int:
         return len(self.index)
 
-    def __enter__(self):
+    def __enter__(self) -> HybridRetriever:  # noqa: PYI034
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -142,13 +146,14 @@ class HybridRetriever:
             raise IndexStoreError(f"{self.path} is closed, but not saved: {'; '.join(unsaved)}")
 
     # -- writing ------------------------------------------------------------------------------------------
-    def add(self, texts: Sequence[str], ids: Sequence[str] | None = None, metadata: Sequence[dict] | None = None,
-            batch_size: int = 256, show_progress: bool = False) -> list[str]:
+    def add(self, texts: Sequence[str], ids: Sequence[str] | None = None,
+            metadata: Sequence[dict[str, Any]] | None = None, batch_size: int = 256,
+            show_progress: bool = False) -> list[str]:
         """Encode documents with both encoders and add them; each chunk of batch_size is one transaction."""
         return self._write(texts, ids, metadata, batch_size, show_progress, False, False)
 
     def add_vectors(self, coarse: np.ndarray, fine: np.ndarray, texts: Sequence[str], ids: Sequence[str] | None = None,
-                    metadata: Sequence[dict] | None = None, batch_size: int = 4096,
+                    metadata: Sequence[dict[str, Any]] | None = None, batch_size: int = 4096,
                     show_progress: bool = False) -> list[str]:
         """Add documents whose coarse and fine vectors were computed elsewhere (same bundles, document side)."""
         coarse, fine = as_matrix(coarse, "coarse vectors"), as_matrix(fine, "fine vectors")
@@ -159,8 +164,9 @@ class HybridRetriever:
         return self._write(texts, ids, metadata, batch_size, show_progress, False, False,
                            lambda sl: (self._cut(coarse[sl]), normalize(fine[sl])))
 
-    def upsert(self, texts: Sequence[str], ids: Sequence[str], metadata: Sequence[dict] | None = None,
-               must_exist: bool = False, batch_size: int = 256) -> list[str]:
+    def upsert(self, texts: Sequence[str], ids: Sequence[str],
+               metadata: Sequence[dict[str, Any]] | None = None, must_exist: bool = False,
+               batch_size: int = 256) -> list[str]:
         """Add or replace documents by id (must_exist: every id must already be there)."""
         return self._write(texts, ids, metadata, batch_size, False, True, must_exist)
 
@@ -176,7 +182,7 @@ class HybridRetriever:
                 self._lexical_dirty = True
         return n
 
-    def update(self, ids: Sequence[str], metadata: dict | Sequence[dict]) -> int:
+    def update(self, ids: Sequence[str], metadata: dict[str, Any] | Sequence[dict[str, Any]]) -> int:
         """Merge metadata into stored documents without re-encoding them (Index.update)."""
         return self.index.update(ids, metadata)
 
@@ -233,6 +239,7 @@ class HybridRetriever:
             labels = np.array([p[0] for p in pairs], dtype=np.int64)
             keyword = np.zeros(0, np.int64)
             if use_lexical:
+                assert self.lexical is not None  # use_lexical says so
                 keyword = self.lexical.search(query, (n + 1) // 2, allowed)[0]
                 labels = merge_candidates(keyword, labels, n)
             t.append(time.perf_counter())
@@ -275,8 +282,10 @@ class HybridRetriever:
     def _encode(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         return self._coarse(texts, query=False), normalize(self.fine.encode_documents(texts, batch_size=32))
 
-    def _write(self, texts, ids, metadata, batch_size, show_progress, upsert: bool, must_exist: bool,
-               vectors=None) -> list[str]:
+    def _write(self, texts: Sequence[str], ids: Sequence[str] | None,
+               metadata: Sequence[dict[str, Any]] | None, batch_size: int, show_progress: bool, upsert: bool,
+               must_exist: bool,
+               vectors: Callable[[slice], tuple[np.ndarray, np.ndarray]] | None = None) -> list[str]:
         if batch_size < 1:
             raise InputError(f"batch_size must be positive, got {batch_size}")
         index = self.index
@@ -292,7 +301,8 @@ class HybridRetriever:
                     old = list(index.store.labels_of(ids[sl]).values()) if upsert and self.lexical is not None else []
                     written: list[np.ndarray] = []
 
-                    def write_fine(labels: np.ndarray, fine=fine, written=written) -> None:
+                    def write_fine(labels: np.ndarray, fine: np.ndarray = fine,
+                                   written: list[np.ndarray] = written) -> None:
                         self.fine_rows.write(int(labels[0]), fine)
                         written.append(labels)
 

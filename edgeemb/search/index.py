@@ -22,9 +22,10 @@ Storage (the `vectors` setting, generations.py): "float32" keeps hnswlib's graph
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,6 +49,9 @@ from .validate import (
     positive_int,
 )
 
+if TYPE_CHECKING:
+    from ..encode.encoder import TextEncoder
+
 BRUTE_FORCE_LIMIT = 4096  # filters allowing at most this many documents (or 2% of them) are answered exactly
 GRAPH_CHUNK = 256  # documents added to the graph per exclusive-lock hold, so queries interleave with a big add
 
@@ -62,7 +66,8 @@ class Index:
     on its first text query or add (`meta["bundle_ref"]`).
     """
 
-    def __init__(self, path: Path, store: DocStore, graph: Storage, encoder=None, read_only: bool = False,
+    def __init__(self, path: Path, store: DocStore, graph: Storage, encoder: TextEncoder | None = None,
+                 read_only: bool = False,
                  threads: int = 1, lock_fd: int | None = None):
         self.path, self.store, self.graph, self._encoder = path, store, graph, encoder
         self.dim = store.dim
@@ -98,8 +103,8 @@ class Index:
 
     # -- life cycle ---------------------------------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | Path, encoder=None, dim: int | None = None, M: int = 16, ef_construction: int = 200,
-               ef_search: int = 64, capacity: int = 1024, bundle_ref: str | None = None,
+    def create(cls, path: str | Path, encoder: TextEncoder | None = None, dim: int | None = None, M: int = 16,
+               ef_construction: int = 200, ef_search: int = 64, capacity: int = 1024, bundle_ref: str | None = None,
                compact_threshold: float = 0.3, threads: int = 1, extra_meta: dict[str, Any] | None = None,
                exist_ok: bool = False, vectors: str = "float32") -> Index:
         """Create an empty index in a new or empty folder for `encoder`'s vectors (or raw vectors of `dim`).
@@ -130,7 +135,8 @@ class Index:
         return cls(path, store, graph, encoder, threads=threads, lock_fd=lock_fd)
 
     @classmethod
-    def open(cls, path: str | Path, encoder=None, read_only: bool = False, threads: int = 1) -> Index:
+    def open(cls, path: str | Path, encoder: TextEncoder | None = None, read_only: bool = False,
+             threads: int = 1) -> Index:
         """Open an index folder, check it matches `encoder`, and repair the graph from the store if they differ.
 
         read_only: never writes (safe next to a writer in another process, or on read-only media); sees the
@@ -171,7 +177,7 @@ class Index:
             self.exact = ExactGraph(self.store)
             self._wire(self.graph)
 
-    def __enter__(self):
+    def __enter__(self) -> Index:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -185,7 +191,7 @@ class Index:
         return self._count
 
     @property
-    def encoder(self):
+    def encoder(self) -> TextEncoder:
         """The encoder for texts: the one given, else the bundle this index records (loaded once, checked)."""
         if self._encoder is None:
             ref = self.meta.get("bundle_ref")
@@ -200,22 +206,24 @@ class Index:
         return self._encoder
 
     # -- writing ------------------------------------------------------------------------------------------
-    def add(self, texts: Iterable[str], ids: Iterable[str] | None = None, metadata: Iterable[dict] | None = None,
-            batch_size: int = 512, show_progress: bool = False) -> list[str]:
+    def add(self, texts: Iterable[str], ids: Iterable[str] | None = None,
+            metadata: Iterable[dict[str, Any]] | None = None, batch_size: int = 512,
+            show_progress: bool = False) -> list[str]:
         """Encode and add documents; each chunk of batch_size is one transaction. Returns their ids.
 
         texts may be any iterable (a generator streams: only one chunk is held at a time). A list is checked
         whole before anything is written; a stream chunk by chunk (chunks before a bad one stay stored)."""
         return self._encode_and_insert(texts, ids, metadata, batch_size, show_progress, "add", False)
 
-    def upsert(self, texts: Iterable[str], ids: Iterable[str], metadata: Iterable[dict] | None = None,
-               must_exist: bool = False, batch_size: int = 512) -> list[str]:
+    def upsert(self, texts: Iterable[str], ids: Iterable[str],
+               metadata: Iterable[dict[str, Any]] | None = None, must_exist: bool = False,
+               batch_size: int = 512) -> list[str]:
         """Encode and add or replace documents by id (must_exist: every id must already be there).
         Without metadata, documents already stored keep theirs."""
         return self._encode_and_insert(texts, ids, metadata, batch_size, False, "upsert", must_exist)
 
     def add_vectors(self, vectors: np.ndarray, texts: Sequence[str], ids: Sequence[str] | None = None,
-                    metadata: Sequence[dict] | None = None,
+                    metadata: Sequence[dict[str, Any]] | None = None,
                     before_commit: Callable[[np.ndarray], None] | None = None) -> list[str]:
         """Add precomputed vectors with their documents in one transaction (dimension checked).
 
@@ -228,7 +236,7 @@ class Index:
         return ids
 
     def upsert_vectors(self, vectors: np.ndarray, texts: Sequence[str], ids: Sequence[str],
-                       metadata: Sequence[dict] | None = None, must_exist: bool = False,
+                       metadata: Sequence[dict[str, Any]] | None = None, must_exist: bool = False,
                        before_commit: Callable[[np.ndarray], None] | None = None) -> list[str]:
         """Add or replace documents by id with precomputed vectors, in one transaction."""
         with self._writer:
@@ -236,7 +244,7 @@ class Index:
             self._insert(check_vectors(vectors, len(texts), self.dim), texts, ids, metas, True, before_commit)
         return ids
 
-    def update(self, ids: Iterable[str], metadata: dict | Sequence[dict]) -> int:
+    def update(self, ids: Iterable[str], metadata: dict[str, Any] | Sequence[dict[str, Any]]) -> int:
         """Change stored documents' metadata without re-embedding them, in one transaction: each dict (one for all
         ids, or one per id) is merged into the stored metadata; a None value removes that key. Unknown ids are an
         InputError (nothing changed). Returns how many documents changed."""
@@ -270,7 +278,8 @@ class Index:
         if (ids is None) == (filter is None):
             raise InputError("delete takes a list of ids or a filter= (one of them)")
         if filter is not None:
-            return self.filter_labels(filter).tolist()
+            labels: list[int] = self.filter_labels(filter).tolist()
+            return labels
         ids = check_id_list(ids)
         found = self.store.labels_of(ids)
         unknown = [i for i in ids if i not in found]
@@ -336,7 +345,7 @@ class Index:
         k, ef = positive_int("k", k), check_ef(ef)
         if q.vectors is None and not q.texts:
             return []
-        vecs = q.vectors if q.vectors is not None else as_matrix(self.encoder.encode_queries(q.texts),
+        vecs = q.vectors if q.vectors is not None else as_matrix(self.encoder.encode_queries(q.texts or []),
                                                                  "query embeddings")
         with self._rw.read():
             allowed = self.filter_labels(filter) if filter is not None else None
@@ -369,11 +378,11 @@ class Index:
         no document has or an unsupported operator)."""
         return filter_labels(self.store, filter)
 
-    def reading(self):
+    def reading(self) -> AbstractContextManager[None]:
         """Context manager holding the shared lock, for callers combining candidates() with other reads."""
         return self._rw.read()
 
-    def writing(self):
+    def writing(self) -> AbstractContextManager[bool]:
         """Context manager making the caller this index's only writer (re-entrant), e.g. around a multi-step add."""
         return self._writer
 
@@ -397,8 +406,8 @@ class Index:
         """label -> Hit (score 0) for the labels still in the store."""
         return self.store.documents(labels)
 
-    def check_documents(self, texts: Iterable[str], ids: Iterable[str] | None, metadata: Iterable[dict] | None,
-                        mode: str, must_exist: bool) -> tuple[list[str], list[str], list[dict]]:
+    def check_documents(self, texts: Iterable[str], ids: Iterable[str] | None,
+                        metadata: Iterable[dict[str, Any]] | None, mode: str, must_exist: bool) -> tuple[list[str], list[str], list[dict[str, Any]]]:
         """Validate a write's texts, ids and metadata (ids generated for a plain add; an upsert without metadata
         keeps what is stored); InputError names the item."""
         self._check_writable()
@@ -406,7 +415,9 @@ class Index:
         return (texts, *fill_in(self.store, texts, ids, metas, mode))
 
     # -- internals: writing -------------------------------------------------------------------------------
-    def _encode_and_insert(self, texts, ids, metadata, batch_size, show_progress, mode, must_exist) -> list[str]:
+    def _encode_and_insert(self, texts: Iterable[str], ids: Iterable[str] | None,
+                           metadata: Iterable[dict[str, Any]] | None, batch_size: int, show_progress: bool,
+                           mode: str, must_exist: bool) -> list[str]:
         batch_size = positive_int("batch_size", batch_size)
         with self._writer:
             if isinstance(texts, Sequence) and not isinstance(texts, str):  # checked whole before any write
@@ -415,7 +426,7 @@ class Index:
                 self.reserve(len(texts))
             elif isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
                 check_texts(texts)  # raises, naming the type
-            encoder, total = self.encoder, len(texts) if hasattr(texts, "__len__") else 0
+            encoder, total = self.encoder, len(texts) if isinstance(texts, Sized) else 0
             done: list[str] = []
             with Progress(total, f"index {self.path.name}", show_progress, "docs") as bar:
                 for t, i, m in chunks(texts, ids, metadata, batch_size):
@@ -432,8 +443,8 @@ class Index:
         if self.read_only:
             raise IndexStoreError(f"index {self.path} is open read-only")
 
-    def _insert(self, vecs: np.ndarray, texts: list[str], ids: list[str], metas: list[dict], replace: bool,
-                before_commit: Callable[[np.ndarray], None] | None) -> None:
+    def _insert(self, vecs: np.ndarray, texts: list[str], ids: list[str], metas: list[dict[str, Any]],
+                replace: bool, before_commit: Callable[[np.ndarray], None] | None) -> None:
         vecs = as_matrix(vecs, "document embeddings")
         start = int(self.meta["next_label"])
         labels = np.arange(start, start + len(texts), dtype=np.int64)

@@ -123,12 +123,14 @@ class Int8Rows:
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """Dequantized float32 vectors of some rows."""
         got = self._rows(rows)
-        return got["q"].astype(np.float32) * got["scale"][:, None]
+        out: np.ndarray = got["q"].astype(np.float32) * got["scale"][:, None]
+        return out
 
     def scores(self, rows: np.ndarray, query: np.ndarray) -> np.ndarray:
         """Dot products of a float32 query with some rows (cosine when both sides were unit vectors)."""
         got = self._rows(rows)
-        return (got["q"].astype(np.float32) @ np.asarray(query, np.float32)) * got["scale"]
+        out: np.ndarray = (got["q"].astype(np.float32) @ np.asarray(query, np.float32)) * got["scale"]
+        return out
 
     def check_rows(self, needed: int) -> None:
         """Raise if the file is shorter than `needed` rows (truncated or replaced)."""
@@ -144,7 +146,12 @@ class Int8Rows:
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) and (rows.min() < 0 or rows.max() >= self._capacity):
             raise IndexStoreError(f"{self.path}: row {int(rows.max())} is past the end of the file")
-        return self._mm[rows] if len(rows) else np.empty(0, self.dtype)
+        if not len(rows):
+            return np.empty(0, self.dtype)
+        if self._mm is None:
+            raise IndexStoreError(f"{self.path} is closed")
+        got: np.ndarray = self._mm[rows]
+        return got
 
     def _map(self) -> None:
         """Map the file read-only; MADV_RANDOM keeps the kernel from mapping neighbouring pages on each fault,

@@ -117,7 +117,9 @@ class LexicalIndex:
             if min(labels) < 0 or self._used[labels].any() or len(set(labels)) < len(labels):
                 raise InputError("lexical index labels must be new, distinct and non-negative")
             vocab = self.vocab
-            terms, labs, tfs = [], [], []
+            terms: list[int] = []
+            labs: list[int] = []
+            tfs: list[int] = []
             for lab, c in zip(labels, counts):
                 ids = [vocab.setdefault(t, len(vocab)) for t in c]
                 terms += ids
@@ -186,7 +188,7 @@ class LexicalIndex:
         with self._lock:
             self._flush(force_merge=True)
             seg, size = self._main, int(np.flatnonzero(self._used).max() + 1) if self._used.any() else 0
-            arrays = {"offsets": seg.offsets, "labels": seg.labels, "tfs": seg.tfs,
+            arrays: dict[str, np.ndarray] = {"offsets": seg.offsets, "labels": seg.labels, "tfs": seg.tfs,
                       "doclen": self._doclen[:size], "used": self._used[:size], "alive": self._alive[:size]}
             vocab = sorted(self.vocab, key=self.vocab.__getitem__)
             header = {"version": 1, "vocab": vocab, "k1": K1, "b": B,

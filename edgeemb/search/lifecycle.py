@@ -8,7 +8,7 @@ parent is not writable) and leaves nothing beside the folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import IndexMismatchError, IndexStoreError, InputError
 from .folder import check_new_index_folder, not_an_index_message
@@ -17,14 +17,19 @@ from .locks import release, writer_lock
 from .store import INDEX_FORMAT, STORE, DocStore, UnfinishedStore
 from .validate import check_create
 
+if TYPE_CHECKING:
+    from ..encode.encoder import TextEncoder
+    from .index import Index
 
-def settings(encoder, dim: int | None, M: int, ef_construction: int, ef_search: int, bundle_ref: str | None,
-             compact_threshold: float, capacity: int, extra_meta: dict[str, Any] | None,
+
+def settings(encoder: TextEncoder | None, dim: int | None, M: int, ef_construction: int, ef_search: int,
+             bundle_ref: str | None, compact_threshold: float, capacity: int, extra_meta: dict[str, Any] | None,
              vectors: str = "float32") -> dict[str, Any]:
     """The meta a new index records (arguments checked); `vectors` names the storage (generations.py)."""
-    if encoder is None and dim is None:
+    if encoder is not None:
+        dim = encoder.dim
+    elif dim is None:
         raise InputError("Index.create needs an encoder or a dim")
-    dim = encoder.dim if encoder is not None else dim
     check_create(dim, M, ef_construction, ef_search, capacity, compact_threshold)
     meta = {"format": INDEX_FORMAT, "dim": int(dim), "space": "cosine", "M": int(M),
             "ef_construction": int(ef_construction), "ef_search": int(ef_search), "generation": 0,
@@ -55,12 +60,13 @@ def create_store(path: Path, meta: dict[str, Any]) -> tuple[DocStore, int | None
         raise
 
 
-def open_store(path: Path, read_only: bool, encoder) -> tuple[DocStore, Storage, int | None]:
+def open_store(path: Path, read_only: bool,
+               encoder: TextEncoder | None) -> tuple[DocStore, Storage, int | None]:
     """Lock (writers), open the store and load the storage of its generation (an empty one if it is missing)."""
     if not (path / STORE).is_file():
         raise IndexStoreError(not_an_index_message(path))
     lock_fd = None if read_only else writer_lock(path)
-    store = None
+    store: DocStore | None = None
     try:
         for attempt in range(5):
             store = DocStore.open(path, read_only)
@@ -69,6 +75,7 @@ def open_store(path: Path, read_only: bool, encoder) -> tuple[DocStore, Storage,
             if graph is not None or not read_only or int(store.meta["generation"]) == 0 or attempt == 4:
                 break
             store.close()
+        assert store is not None  # the loop runs at least once
         if encoder is not None:
             check_encoder(store.meta, encoder, path)
     except BaseException:
@@ -91,7 +98,7 @@ def refuse_existing(path: Path) -> None:
     raise IndexStoreError(f"{path} already holds an index; open it with Index.open (or create(..., exist_ok=True))")
 
 
-def same_kind(index, meta: dict[str, Any]):
+def same_kind(index: Index, meta: dict[str, Any]) -> Index:
     """create(exist_ok=True) found an index: keep it open if it has the dim, kind and vectors asked for, else
     refuse."""
     kind, want = index.meta.get("kind", "plain"), meta.get("kind", "plain")
@@ -103,7 +110,7 @@ def same_kind(index, meta: dict[str, Any]):
     return index
 
 
-def check_encoder(meta: dict[str, Any], encoder, path: Path) -> None:
+def check_encoder(meta: dict[str, Any], encoder: TextEncoder, path: Path) -> None:
     """Refuse an encoder whose vectors are not the ones the index holds."""
     if encoder.dim != int(meta["dim"]) or (meta.get("bundle_id") and encoder.manifest.bundle_id != meta["bundle_id"]):
         raise IndexMismatchError(f"index {path} was built with bundle {meta.get('bundle_name')!r} "

@@ -148,11 +148,16 @@ class DocStore:
     # -- reading ------------------------------------------------------------------------------------------
     def count(self) -> int:
         """Number of stored documents."""
-        return int(self._one("SELECT COUNT(*) FROM docs")[0])
+        row = self._one("SELECT COUNT(*) FROM docs")
+        assert row is not None  # an aggregate always returns one row
+        return int(row[0])
 
     def max_label(self) -> int | None:
         """The highest label in use, or None for an empty store."""
-        return self._one("SELECT MAX(label) FROM docs")[0]
+        row = self._one("SELECT MAX(label) FROM docs")
+        assert row is not None  # an aggregate always returns one row
+        top: int | None = row[0]
+        return top
 
     def all_labels(self) -> np.ndarray:
         """Every stored label, ascending (int64)."""
@@ -324,21 +329,21 @@ class DocStore:
             raise IndexStoreError(f"index {self.folder} is closed")
         return self._db
 
-    def _all(self, sql: str, params: Sequence = ()) -> list[tuple]:
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
             return self._conn().execute(sql, params).fetchall()
 
-    def _one(self, sql: str, params: Sequence = ()) -> tuple | None:
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
         rows = self._all(sql, params)
         return rows[0] if rows else None
 
-    def _unpack(self, rows: list[tuple]) -> tuple[np.ndarray, np.ndarray]:
+    def _unpack(self, rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, np.ndarray]:
         lab = np.array([r[0] for r in rows], dtype=np.int64)
         vec = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), self.dim)
         return lab, vec
 
 
-def _marks(chunk: Sequence) -> str:
+def _marks(chunk: Sequence[Any]) -> str:
     return ",".join("?" * len(chunk))
 
 
