@@ -30,7 +30,9 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("--latency-ms", type=float, default=100.0, help="end-to-end p95 budget (default 100)")
     p.add_argument("--memory-mb", type=float, default=500.0, help="peak RSS budget (default 500)")
     p.add_argument("--gpu", choices=("no", "yes"), default="no", help="is a GPU available (default no)")
-    p.add_argument("--task", choices=("retrieval", "similarity", "contextual", "analogy"), default="retrieval")
+    p.add_argument("--task", choices=("retrieval", "similarity", "contextual", "analogy"), default="retrieval",
+                   help="what the bundle is for: sets the quality metric and the kinds that qualify (default "
+                        "retrieval)")
     p.add_argument("--results", default=None, metavar="FILE",
                    help="bench.json to use (default: the latest run's; a quick bench runs when there is none)")
     p.add_argument("--eval-json", nargs="*", default=[], metavar="FILE", help="eval-suite JSON files for quality")
@@ -144,6 +146,10 @@ def cmd_recommend(args) -> int:
         except refused as exc:
             print(f"edgeemb recommend: the quick bench refused: {exc}", file=sys.stderr)
             return 2
+    if not recommend.measured(doc):
+        print(f"edgeemb recommend: {path} holds no measured bundle (an empty or failed run); run `edgeemb bench` "
+              "again, or pass --results FILE", file=sys.stderr)
+        return 2
     quality = report.load_quality(quality_files(args.eval_json))
     gpu = args.gpu == "yes"
     cands = recommend.candidates(doc, quality, args.task, args.latency_ms, args.memory_mb)

@@ -37,6 +37,11 @@ class Candidate:
         return self.eligible and self.fits_latency and self.fits_memory
 
 
+def measured(doc: dict) -> bool:
+    """Whether a results document measured any bundle (an empty report must not pass for a result)."""
+    return any(isinstance(b, dict) and (b.get("single") or b.get("e2e")) for b in doc.get("bundles") or [])
+
+
 def candidates(doc: dict, quality: dict, task: str, latency_ms: float, memory_mb: float) -> list[Candidate]:
     """Every bundle in a results document with its p95, peak RSS, quality and whether it fits."""
     out = []

@@ -29,7 +29,7 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("-o", "--out", required=True, help="bundle folder to write")
     p.add_argument("--dims", type=int, default=256, help="PCA dimensions (default 256)")
     p.add_argument("--vocab-size", type=int, default=None, help="keep the first N token ids of the teacher's vocabulary")
-    p.add_argument("--quantize", choices=QUANTIZE, default="int8")
+    p.add_argument("--quantize", choices=QUANTIZE, default="int8", help="table precision; int8 uses per-row scales")
     p.add_argument("--name", default=None, help="bundle name (default: <src>-static-<dims>)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.set_defaults(func=cmd_distill)

@@ -15,7 +15,7 @@ trap 'rm -rf "$tmp"' EXIT
 pins=constraints.txt
 if [ "${1:-}" = "--lower-bounds" ]; then pins=scripts/lower-bounds.txt; fi
 "$tmp/venv/bin/python" -m pip --disable-pip-version-check -q install -c "$pins" . "$tmp"/wheels/*.whl
-"$tmp/venv/bin/python" -m pip --disable-pip-version-check list 2>/dev/null | grep -Ei "^(onnxruntime|tokenizers|numpy|hnswlib) "
+"$tmp/venv/bin/python" -m pip --disable-pip-version-check list 2>/dev/null | grep -Ei "^(onnxruntime|tokenizers|numpy|hnswlib|tqdm) "
 cd "$tmp"  # away from the checkout: nothing may come from it
 "$tmp/venv/bin/python" - <<'PY'
 import sys, tempfile, time

@@ -18,7 +18,7 @@ def add_parsers(sub, export_sub) -> None:
 
     p = sub.add_parser("encode", help="embed texts and print JSON vectors")
     p.add_argument("bundle", help="bundle folder, .tar, 'default' or 'default-static'")
-    p.add_argument("texts", nargs="+", help="texts to embed")
+    p.add_argument("texts", nargs="+", help="texts to embed; a lone '-' reads them from stdin, one per line")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: physical cores)")
     p.set_defaults(func=cmd_encode)
 
@@ -71,11 +71,27 @@ def cmd_info(args) -> int:
     return 0
 
 
+def stdin_texts() -> list[str]:
+    """Texts from stdin, one per line (line ends dropped; a blank line is an empty text, as in the output)."""
+    from ..errors import InputError
+
+    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"encode -: stdin is not UTF-8 text (bad byte at offset {exc.start})") from None
+    texts = [line.removesuffix("\r") for line in text.removesuffix("\n").split("\n")] if text else []
+    if not texts:
+        raise InputError("encode -: stdin held no lines (pipe one text per line, or pass texts as arguments)")
+    return texts
+
+
 def cmd_encode(args) -> int:
     from ..encode.encoder import load
 
+    texts = stdin_texts() if args.texts == ["-"] else args.texts
     enc = load(args.bundle, threads=args.threads)
-    vecs = enc.encode(args.texts)
+    vecs = enc.encode(texts)
     json.dump({"bundle": enc.name, "dim": enc.dim, "vectors": [[round(float(x), 6) for x in v] for v in vecs]},
               sys.stdout)
     print()

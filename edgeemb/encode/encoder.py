@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from ..bundle import Manifest, open_bundle
+from ..callsite import user_stacklevel
 from ..errors import BundleError, EdgeembError, InputError
 from ..progress import Progress
 from ..similarity import cosine
@@ -255,13 +256,13 @@ class Encoder:
             self.zero_vectors += n
             warnings.warn(f"{n} of {total} texts have no token bundle {self.name} knows and got a zero vector "
                           f"(cosine 0 to everything: in an index they match no query)", ZeroVectorWarning,
-                          stacklevel=3)
+                          stacklevel=user_stacklevel())
 
     def _note_truncation(self, n: int, total: int) -> None:
         if n:
             self.truncated += n
             warnings.warn(f"{n} of {total} texts were longer than {self.manifest.max_length} tokens and were "
-                          f"truncated", TruncationWarning, stacklevel=3)
+                          f"truncated", TruncationWarning, stacklevel=user_stacklevel())
 
 
 def load(path: str | Path | None = None, threads: int | None = None, verify: bool = True, arena: bool = True,
