@@ -465,3 +465,19 @@ def test_read_only_handle_keeps_its_snapshot_until_refresh(tmp_path):
     assert len(reader) == 23 and reader.get("d3") is None and top_id(reader, vecs(3, 4)[1]) == "z1"
     reader.close()
     index.close()
+
+
+def test_compact_gives_the_stores_disk_space_back(tmp_path):
+    index, x = build(tmp_path / "ix", n=2000)
+    index.delete([f"d{i}" for i in range(2000) if i % 10])
+    index.save()
+
+    def store_bytes() -> int:
+        return sum(p.stat().st_size for p in (tmp_path / "ix").glob(STORE + "*"))
+
+    before = store_bytes()
+    assert index.compact(force=True)
+    after = store_bytes()
+    assert after < 0.5 * before, (before, after)
+    assert len(index) == 200 and top_id(index, x[10]) == "d10"
+    index.close()

@@ -314,13 +314,15 @@ class Index:
             self._dirty = False
 
     def compact(self, force: bool = False) -> bool:
-        """Rebuild the graph from the live documents (dropping tombstones) and save it, when due or forced.
-        Searches keep running on the old graph meanwhile. Returns whether it rebuilt."""
+        """Rebuild the graph from the live documents (dropping tombstones), save it, and give the store's free
+        pages back to the disk (VACUUM), when due or forced. Searches keep running meanwhile. Returns whether
+        it rebuilt."""
         self._check_writable()
         with self._writer:
             if not force and not self._compaction_due():
                 return False
             self._compact()
+            self.store.vacuum()
             return True
 
     def reserve(self, n: int) -> None:

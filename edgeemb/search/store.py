@@ -323,6 +323,17 @@ class DocStore:
             raise IndexStoreError(f"cannot write {self.file} ({exc}: disk full or read-only?); nothing "
                                   f"from this call was stored, the index keeps its previous state") from None
 
+    def vacuum(self) -> None:
+        """Give the pages of deleted documents back to the file system (VACUUM, then truncate the WAL).
+        Needs free disk about the size of the store while it runs; readers keep their snapshot meanwhile."""
+        with self._lock:
+            db = self._conn()
+            try:
+                db.execute("VACUUM")
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise IndexStoreError(f"cannot vacuum {self.file} ({exc}); the index is unchanged") from None
+
     # -- internals ----------------------------------------------------------------------------------------
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
