@@ -19,7 +19,8 @@ def optimize_transformer(src: Path, dst: Path, num_heads: int, hidden_size: int,
 
 
 def quantize(src: Path, dst: Path, how: str, signed: bool = False) -> None:
-    """none: copy; int8: dynamic per-channel int8 weights; fp16: weights and activations in float16.
+    """none: copy; int8: per-channel int8 weights, activations int8 per row at run time; fp16: weights and
+    activations in float16.
 
     signed (int8): QInt8 weights for MatMul and the embedding Gather, on an unfused graph; see quantize_int8.
     """
@@ -33,10 +34,13 @@ def quantize(src: Path, dst: Path, how: str, signed: bool = False) -> None:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         # Per channel: per tensor loses far more (0.957 mean cosine vs torch on MiniLM, PITFALLS.md).
-        # Unsigned weights on a fused graph: the recipe the LLM exporter keeps (its parity bounds were set on it).
+        # Unsigned weights: the recipe the LLM exporter keeps (its parity bounds were set on it).
         # DefaultTensorType: the optimiser's fused nodes carry no type info the quantiser can find.
+        # A fused Attention stays float: QAttention quantises its input per batch tensor, inside the kernel.
         quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QUInt8,
+                         op_types_to_quantize=["MatMul", "Gather", "EmbedLayerNormalization"],
                          extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+        rewrite_per_row(dst)
     elif how == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -46,8 +50,20 @@ def quantize(src: Path, dst: Path, how: str, signed: bool = False) -> None:
         raise ExportError(f"unknown quantization {how!r}; expected one of {', '.join(QUANTIZE_CHOICES)}")
 
 
-INT8_RECIPE = "qint8-per-channel-matmul-gather/first-ffn-out-float"  # in sentence manifests' options:
-# `edgeemb setup` rebuilds a cached default bundle made with another recipe
+INT8_RECIPE = "qint8-per-channel-matmul-gather/first-ffn-out-float/per-row-activations"  # in int8 manifests'
+# options: `edgeemb setup` rebuilds a cached default bundle made with another recipe (export/recipes.py).
+# per-row-activations: one activation scale per token row instead of per batch tensor, so a text's vector is the
+# same alone and in any batch (docs/results/invariance.md); the recipe before it was batch-dependent.
+
+
+def rewrite_per_row(path: Path) -> int:
+    """Rewrite a dynamically quantised graph file in place to per-row activation scales (per_row_activations)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    count = per_row_activations(model)
+    save_model_proto(model, path)
+    return count
 
 
 def first_ffn_output(model) -> str | None:
@@ -62,10 +78,12 @@ def first_ffn_output(model) -> str | None:
     return None
 
 
-def quantize_int8(src: Path, dst: Path) -> list[str]:
+def quantize_int8(src: Path, dst: Path, per_row: bool = True) -> list[str]:
     """Dynamic int8 for encoder graphs: signed per-channel weights on every MatMul with a constant weight, the
     token embedding table (Gather) int8 too, except the first feed-forward output projection, kept float;
-    attention scores and LayerNorms stay float. Returns the nodes kept float.
+    attention scores and LayerNorms stay float; activations quantised with one scale per row (per_row, the
+    default since INT8_RECIPE per-row-activations) or per batch tensor (the old, batch-dependent recipe).
+    Returns the nodes kept float.
 
     Measured on all-minilm-l6-v2 (AVX-512 VNNI, one thread, 3,000 en_corpus sentences): ~340 sentences/s and
     p50 3.0 ms per query, vs ~180 sentences/s and 4.6 ms for unsigned weights on the offline-fused graph (whose
@@ -81,7 +99,77 @@ def quantize_int8(src: Path, dst: Path) -> list[str]:
     quantize_dynamic(str(src), str(dst), per_channel=True, weight_type=QuantType.QInt8,
                      op_types_to_quantize=["MatMul", "Gather"], nodes_to_exclude=keep,
                      extra_options={"MatMulConstBOnly": True})
+    if per_row:
+        rewrite_per_row(dst)
     return keep
+
+
+def per_row_activations(model) -> int:
+    """Rewrite every DynamicQuantizeLinear (one uint8 scale and zero point for the whole batch tensor) into
+    symmetric int8 quantisation with one scale per row (per token), stored as uint8 around a fixed zero point
+    128, in place; returns how many were rewritten.
+
+    A row's quantised values then depend on that row alone, and MatMulInteger sums integers exactly, so a
+    text's vector no longer depends on the rest of its batch or its padding (docs/results/invariance.md).
+    The quantiser's scale output becomes 1 and the row scale multiplies the float product after the
+    MatMulInteger -> Cast -> Mul chain: onnxruntime fuses that chain into MatMulIntegerToFloat, whose a_scale
+    must be a scalar (a per-row scale there gave wrong results).
+    """
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    axes_input = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 18
+    consts = {"rowq_eps": np.array(1e-30, np.float32), "rowq_inv127": np.array(1 / 127, np.float32),
+              "rowq_offset": np.array(128, np.float32), "rowq_zero_point": np.array(128, np.uint8),
+              "rowq_one": np.array(1.0, np.float32)}
+    row_scale_after: dict[str, str] = {}  # output of a scale Mul -> the row scale that must multiply it
+    nodes, count = [], 0
+    for node in graph.node:
+        if node.op_type != "DynamicQuantizeLinear":
+            nodes.append(node)
+            continue
+        count += 1
+        (x,), (q, scale, zero_point) = node.input, node.output
+        p = f"{node.name or x}_rowq"
+        for mmi in consumers.get(q, []):
+            chain = [c for c in consumers.get(mmi.output[0], []) if c.op_type == "Cast"]
+            muls = [m for c in chain for m in consumers.get(c.output[0], []) if m.op_type == "Mul"]
+            if mmi.op_type != "MatMulInteger" or len(chain) != 1 or len(muls) != 1:
+                raise ExportError(f"per-row activations: {node.name} feeds {mmi.op_type} {mmi.name}, not the "
+                                  f"MatMulInteger -> Cast -> Mul chain quantize_dynamic writes")
+            row_scale_after[muls[0].output[0]] = p + "_scale"
+        nodes += [helper.make_node("Abs", [x], [p + "_abs"], name=p + "_abs"),
+                  helper.make_node("ReduceMax", [p + "_abs"] + (["rowq_axis"] if axes_input else []), [p + "_max"],
+                                   name=p + "_max", keepdims=1, **({} if axes_input else {"axes": [-1]})),
+                  helper.make_node("Max", [p + "_max", "rowq_eps"], [p + "_maxe"], name=p + "_maxe"),
+                  helper.make_node("Mul", [p + "_maxe", "rowq_inv127"], [p + "_scale"], name=p + "_scale"),
+                  helper.make_node("Div", [x, p + "_scale"], [p + "_div"], name=p + "_div"),
+                  helper.make_node("Round", [p + "_div"], [p + "_round"], name=p + "_round"),
+                  helper.make_node("Add", [p + "_round", "rowq_offset"], [p + "_shift"], name=p + "_shift"),
+                  helper.make_node("Cast", [p + "_shift"], [q], name=p + "_cast", to=TensorProto.UINT8),
+                  helper.make_node("Identity", ["rowq_one"], [scale], name=p + "_unit"),
+                  helper.make_node("Identity", ["rowq_zero_point"], [zero_point], name=p + "_zp")]
+    if not count:
+        return 0
+    out = []
+    for node in nodes:
+        out.append(node)
+        if node.op_type == "Mul" and node.output[0] in row_scale_after:
+            final = node.output[0]
+            node.output[0] = final + "_per_tensor"
+            out.append(helper.make_node("Mul", [final + "_per_tensor", row_scale_after[final]], [final],
+                                        name=f"{node.name or final}_rowscale"))
+    del graph.node[:]
+    graph.node.extend(out)
+    if axes_input:
+        consts["rowq_axis"] = np.array([-1], np.int64)
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in consts.items())
+    return count
 
 
 PROTOBUF_LIMIT = 2_000_000_000  # bytes; larger graphs keep their weights in <name>.data beside them
@@ -126,8 +214,16 @@ def token_table_gather(model, share: float = 0.1) -> str | None:
 
 def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: int | None = None,
                   embeddings: bool = True) -> None:
-    """Weight-only int4, asymmetric, block-wise: MatMul -> MatMulNBits, token table -> GatherBlockQuantized.
+    """Weight-only int4, asymmetric, block-wise: MatMul -> MatMulNBits, token table -> GatherBlockQuantized."""
+    quantize_nbits(src, dst, 4, block_size, accuracy_level, embeddings)
 
+
+def quantize_nbits(src: Path, dst: Path, bits: int = 4, block_size: int = 32, accuracy_level: int | None = None,
+                   embeddings: bool = True, exclude: tuple[str, ...] = ()) -> None:
+    """Weight-only int4/int8, asymmetric, block-wise: MatMul -> MatMulNBits, token table -> GatherBlockQuantized.
+
+    accuracy_level 4 runs MatMulNBits on int8 activations quantised per block of each row inside the kernel,
+    so a row's result never depends on the other rows of its batch (docs/results/invariance.md).
     The quantiser raises the default opset to 21 when it touches a Gather (for int4 DequantizeLinear, which
     the QOperator format never emits); every new node is a com.microsoft contrib op, so the graph's own opset
     is put back, else opset-17 nodes (ReduceMean with an axes attribute) turn invalid. int4 needs IR 10.
@@ -147,8 +243,8 @@ def quantize_int4(src: Path, dst: Path, block_size: int = 32, accuracy_level: in
     model = onnx.load(str(src))
     opsets = {o.domain: o.version for o in model.opset_import}
     table = token_table_gather(model) if embeddings else None
-    others = [n.name for n in model.graph.node if n.op_type == "Gather" and n.name != table]
-    quantizer = MatMulNBitsQuantizer(model, bits=4, block_size=block_size, is_symmetric=False,
+    others = [n.name for n in model.graph.node if n.op_type == "Gather" and n.name != table] + list(exclude)
+    quantizer = MatMulNBitsQuantizer(model, bits=bits, block_size=block_size, is_symmetric=False,
                                      accuracy_level=accuracy_level, nodes_to_exclude=others,
                                      op_types_to_quantize=("MatMul", "Gather") if table else ("MatMul",),
                                      quant_axes=(("MatMul", 0), ("Gather", 1)))

@@ -181,8 +181,12 @@ def write_tokenizer(src_dir: Path, dst: Path, max_length: int) -> int:
 
 
 def export_sentence(src: str | Path, out: str | Path, quantization: str = "int8", max_length: int | None = None,
-                    name: str | None = None, check: bool = True, force: bool = False) -> Path:
-    """Export a sentence-transformers folder to a bundle; parity vs sentence-transformers is measured and checked."""
+                    name: str | None = None, check: bool = True, force: bool = False,
+                    extra_options: dict | None = None) -> Path:
+    """Export a sentence-transformers folder to a bundle; parity vs sentence-transformers is measured and checked.
+
+    extra_options: merged into the manifest's options (export/recipes.py records the recipe's digest there).
+    """
     import torch
 
     src, out = Path(src), Path(out)
@@ -224,7 +228,8 @@ def export_sentence(src: str | Path, out: str | Path, quantization: str = "int8"
                       normalize=cfg.normalize, quantization=quantization, inputs=inputs, outputs=outputs,
                       source={"name": src.name, "format": "sentence-transformers", "files": source_files},
                       tokenizer={"file": "tokenizer.json", "pad_id": pad_id, "padding_side": "right"},
-                      options={"int8_recipe": INT8_RECIPE} if quantization == "int8" else {})
+                      options={**({"int8_recipe": INT8_RECIPE} if quantization == "int8" else {}),
+                               **(extra_options or {})})
         finish_manifest(folder, ["model.onnx", "tokenizer.json"], **fields)
         step(5, 5, "checking parity against sentence-transformers (torch)")
         del model, module

@@ -9,7 +9,7 @@ import argparse
 import sys
 from importlib.metadata import entry_points
 
-from . import bundles, demo, embed, evaluate, index, models
+from . import bundles, check, demo, embed, evaluate, index, models
 
 PLUGIN_GROUP = "edgeemb.commands"
 
@@ -25,7 +25,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     export = sub.add_parser("export", help="turn a source model into a bundle (needs the export toolchain)")
     export_sub = export.add_subparsers(dest="export_kind", metavar="KIND", required=True)
-    for module in (bundles, index, embed, demo, evaluate, models):
+    for module in (bundles, check, index, embed, demo, evaluate, models):
         module.add_parsers(sub, export_sub)
     if command in sub.choices and command != "export":
         return parser
