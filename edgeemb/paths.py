@@ -8,6 +8,7 @@ from pathlib import Path
 DEFAULT_BUNDLES = {
     "default": "all-minilm-l6-v2-int8",
     "default-static": "minilm-static-256",
+    "default-multilingual": "multilingual-e5-small-int4",
 }
 
 
@@ -28,5 +29,5 @@ def bundles_dir() -> Path:
 
 
 def default_bundle_path(name: str = "default") -> Path:
-    """Path of an embedded default bundle by its short name ("default", "default-static")."""
+    """Path of an embedded default bundle by its short name ("default", "default-static", "default-multilingual")."""
     return bundles_dir() / DEFAULT_BUNDLES[name]

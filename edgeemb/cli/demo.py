@@ -31,37 +31,77 @@ def demo_queries() -> list[str]:
     return [q for q in text.splitlines() if q.strip()]
 
 
-def run_demo(bundle: str | None = None, k: int = 3) -> int:
-    """Index the sample corpus in a temporary folder, run the queries, print hits, latency and peak RSS."""
+def is_chinese(text: str) -> bool:
+    """True when text holds a CJK ideograph (the demo's Chinese queries)."""
+    return any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in text)
+
+
+def multilingual_encoder():
+    """The multilingual default (multilingual-e5-small) when `edgeemb setup` has built it, else None with a note."""
     from ..encode.encoder import load
-    from ..search.index import Index
+    from ..errors import BundleError
+
+    try:
+        return load(MULTILINGUAL)
+    except (BundleError, KeyError, ValueError, OSError) as exc:
+        print(f"(multilingual default not built, so the Chinese queries use the English default: {exc}; "
+              f"build it with `edgeemb setup`)\n")
+        return None
+
+
+MULTILINGUAL = "default-multilingual"
+
+
+def run_demo(bundle: str | None = None, k: int = 3) -> int:
+    """Index the sample corpus in a temporary folder, run the queries, print hits, latency and peak RSS.
+    With the embedded defaults (no --bundle), the Chinese queries go to the multilingual default when built."""
+    from ..encode.encoder import load
 
     start = time.perf_counter()
     enc = load(bundle)
     print(f"bundle: {enc.name} ({enc.kind}, dim {enc.dim}, {enc.manifest.quantization}) "
           f"loaded in {(time.perf_counter() - start) * 1e3:.0f} ms, {enc.threads} threads")
+    multi = multilingual_encoder() if bundle is None else None
+    if multi is not None:
+        print(f"multilingual bundle for the Chinese queries: {multi.name} ({multi.kind}, dim {multi.dim}, "
+              f"{multi.manifest.quantization})")
     ids, texts, meta = sample_corpus()
     with tempfile.TemporaryDirectory(prefix="edgeemb-demo-") as tmp:
-        index = Index.create(tmp, enc, capacity=len(texts))
-        start = time.perf_counter()
-        index.add(texts, ids=ids, metadata=meta)
-        print(f"indexed {len(index)} sample documents (en + zh, 6 topics) in {time.perf_counter() - start:.1f} s\n")
+        index = _demo_index(f"{tmp}/main", enc, ids, texts, meta)
+        indexes = {enc.name: index}
+        if multi is not None:
+            indexes[multi.name] = _demo_index(f"{tmp}/multi", multi, ids, texts, meta)
+        print()
         latencies = []
         for query in demo_queries():
+            name = multi.name if multi is not None and is_chinese(query) else enc.name
             t0 = time.perf_counter()
-            hits = index.search(query, k=k)
+            hits = indexes[name].search(query, k=k)
             latencies.append((time.perf_counter() - t0) * 1e3)
-            print(f"query: {query}   [{latencies[-1]:.1f} ms]")
+            print(f"query: {query}   [{latencies[-1]:.1f} ms" + (f", {name}]" if multi is not None else "]"))
             for h in hits:
                 print(f"  {h.score:.3f}  {h.id:<18} {snippet(h.text, 80)}")
             print()
-        index.close()
+        for ix in indexes.values():
+            ix.close()
     latencies.sort()
     print(f"per-query latency (encode + search): median {latencies[len(latencies) // 2]:.1f} ms, "
           f"max {latencies[-1]:.1f} ms; peak RSS {peak_rss_mb():.0f} MB")
     if bundle is None:
         run_static_demo()
     return 0
+
+
+def _demo_index(folder: str, enc, ids: list[str], texts: list[str], meta: list[dict]):
+    """The sample corpus indexed with enc in folder (timed)."""
+    from ..search.index import Index
+
+    index = Index.create(folder, enc, capacity=len(texts))
+    start = time.perf_counter()
+    index.add(texts, ids=ids, metadata=meta)
+    print(f"indexed {len(index)} sample documents (en + zh, 6 topics) with {enc.name} in "
+          f"{time.perf_counter() - start:.1f} s")
+    return index
 
 
 def run_static_demo() -> None:
