@@ -1,4 +1,7 @@
-"""Decoder LLMs (HF folder, llama2.c, GGUF) -> ONNX encoder bundles: pooled hidden states, no KV cache."""
+"""Decoder LLMs (HF folder, llama2.c, GGUF) -> ONNX encoder bundles: pooled hidden states, no KV cache.
+
+Over 400 lines: sources, graph wrapper and export in one file; the split into export/llm/ (sources, graph,
+export) is the open part of issue #12."""
 from __future__ import annotations
 
 import gc

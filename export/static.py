@@ -1,5 +1,8 @@
 """Word vector files (word2vec binary/text, GloVe, fastText .vec/.bin) to static bundles: sniff, read, check, write.
 
+Over 400 lines: four readers and the bundle writer; the split into export/static/ (readers, bundle) is the open
+part of issue #12.
+
 Problems in the input either stop the export with a message naming the line or word (ragged rows, a header
 that disagrees with the rows, truncated binaries, an empty vocabulary) or are counted, warned about and
 recorded in the manifest's source.read (duplicate words, invalid UTF-8, NaN/inf rows, a header word count that

@@ -1,5 +1,8 @@
 """Index memory study (issue 16): float32 HNSW vs compressed storages at 10k, 100k and ~537k documents.
 
+A study script, not library code: over 400 lines because each measurement runs in its own child process and
+the parent, children, report and plot share one file so the committed figures come from one command.
+
     .venv/bin/python benchmarks/studies/index_memory.py figures --sizes 10k 100k   # the Index API, end to end
     .venv/bin/python benchmarks/studies/index_memory.py encode      # all corpora for the "all" size (~40 min)
 

@@ -1,5 +1,8 @@
 """BinaryCodes: one bit per dimension in RAM, scanned exhaustively, re-scored with int8 rows read from disk.
 
+Over 400 lines because one on-disk format (snapshot, rows file, CRCs) and the three-stage search that reads it
+are one job: split, each half would need the other's layout constants and invariants.
+
 A search runs three stages, each on fewer documents: (1) the Hamming distance of the query's bits to every
 document's bits (`np.bitwise_count` on XOR; 48 bytes a document at 384 dims, the only per-document RAM besides
 the label), keeping `candidates`; (2) the float query against those documents' bits as +-1 (asymmetric, no

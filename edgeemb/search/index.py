@@ -1,5 +1,8 @@
 """Index: the facade over a document store (the truth) and a nearest-neighbour graph derived from it.
 
+Over 400 lines because it is the public API: each method is short and delegates (lifecycle, generations,
+documents, validate, graph, store); what remains is their signatures and docstrings, kept together on purpose.
+
 Durability: every add/upsert/update/delete is one store transaction, acknowledged when it returns. The graph is
 saved as graph.<generation>.bin (temp file, size checked, fsync, rename), then the store records the new generation
 and the file's size in one transaction. On open, the graph named by the store is loaded and reconciled with the
