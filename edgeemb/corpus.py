@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from .errors import CorpusError
+from .jsondepth import json_depth
 
 FORMATS = (".txt", ".jsonl", ".tsv")
 MAX_LINE_BYTES = 1 << 20  # one document's line, fields included; --max-doc-bytes raises it
@@ -184,7 +185,7 @@ class CorpusReader:
                               f"({getattr(exc, 'msg', None) or str(exc).splitlines()[0]})") from None
         if not isinstance(row, dict):
             raise CorpusError(f"{self.path}: line {line_no} is not a JSON object")
-        if _depth(row) > MAX_NESTING:
+        if json_depth(row, MAX_NESTING) > MAX_NESTING:
             raise CorpusError(f"{self.path}: line {line_no} nests JSON more than {MAX_NESTING} levels deep")
         try:
             json.dumps(row, ensure_ascii=False, allow_nan=False).encode("utf-8")
@@ -217,18 +218,6 @@ def _checked_text(text: str, path: Path, line_no: int) -> str:
         except UnicodeEncodeError:
             raise CorpusError(f"{path}: line {line_no} holds a lone surrogate (an invalid \\ud8xx escape)") from None
     return text
-
-
-def _depth(value: Any) -> int:
-    """Nesting depth of a JSON value, counted without recursion."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        v, d = stack.pop()
-        if isinstance(v, (dict, list)):
-            deepest = max(deepest, d)
-            if d <= MAX_NESTING:
-                stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
-    return deepest
 
 
 def _ids_up_to(reader: CorpusReader, line: int) -> set[str]:

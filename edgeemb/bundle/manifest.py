@@ -9,6 +9,7 @@ from typing import Any
 
 from ..atomic import atomic_write_bytes
 from ..errors import BundleError
+from ..jsondepth import json_depth
 
 MANIFEST = "edgeemb.json"
 FORMAT_VERSION = 1
@@ -160,18 +161,6 @@ def _check_str_map(value: dict[str, Any], field_name: str, where: str) -> None:
         raise BundleError(f"{where}: field {field_name!r} must map str to str")
 
 
-def _depth(data: Any) -> int:
-    """Nesting depth of parsed JSON, walked without recursion."""
-    deepest, stack = 0, [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, (dict, list)):
-            deepest = max(deepest, depth)
-            if depth <= MAX_DEPTH:
-                stack.extend((child, depth + 1) for child in (node.values() if isinstance(node, dict) else node))
-    return deepest
-
-
 def loads_manifest(raw: bytes, where: str) -> Any:
     """Parse manifest bytes with the caps a hostile file needs: size, nesting depth, UTF-8."""
     if len(raw) > MAX_MANIFEST_BYTES:
@@ -185,7 +174,7 @@ def loads_manifest(raw: bytes, where: str) -> Any:
         raise BundleError(f"{where}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
     except RecursionError:
         raise BundleError(f"{where}: JSON nested too deep (limit {MAX_DEPTH})") from None
-    if _depth(data) > MAX_DEPTH:
+    if json_depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise BundleError(f"{where}: JSON nested too deep (limit {MAX_DEPTH})")
     return data
 
