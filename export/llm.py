@@ -21,6 +21,7 @@ from .bundle_writer import finish_manifest, staging
 from .errors import ExportError
 from .onnx_tools import graph_io, quantize, quantize_int4, save_model_proto, save_onnx, step
 from .parity import PARITY_BOUNDS, cosine_rows, parity_sentences
+from .quantization import canonical
 
 # config.architectures name -> (base-model attribute of the *ForCausalLM, decoder-layer list, final norm)
 ARCHITECTURES = {
@@ -353,6 +354,7 @@ def export_source(source: LLMSource, out: str | Path, opts: LLMOptions, name: st
     if opts.pooling not in POOLINGS:
         raise ExportError(f"--pooling {opts.pooling!r} is not supported for LLMs; expected one of "
                           f"{', '.join(POOLINGS)}")
+    opts.quantization = canonical(opts.quantization)
     if opts.quantization not in QUANTIZATIONS:
         raise ExportError(f"--quantize {opts.quantization!r} is not supported; expected one of "
                           f"{', '.join(QUANTIZATIONS)}")

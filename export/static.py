@@ -26,7 +26,7 @@ from .bundle_writer import finish_manifest, staging
 from .errors import ExportError
 
 FORMATS = ("word2vec-bin", "word2vec-text", "glove", "fasttext-vec", "fasttext-bin")
-QUANTIZE_CHOICES = ("fp32", "fp16", "int8")
+QUANTIZE_CHOICES = ("none", "fp16", "int8")  # the shared vocabulary (export/quantization.py); fp32 = none
 QUANTIZATION_NAMES = {"fp32": "none", "none": "none", "fp16": "fp16", "int8": "int8"}
 SIF_A = 1e-4  # SIF's a (Arora et al. 2017); model2vec's default
 MAX_LENGTH = 512  # tokens per text; model2vec's default cut

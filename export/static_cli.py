@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 FORMATS = ("word2vec-bin", "word2vec-text", "glove", "fasttext-vec", "fasttext-bin")
-QUANTIZE = ("fp32", "fp16", "int8")
+from .quantization import add_quantize_option
+
+QUANTIZE = ("none", "fp16", "int8")  # the shared vocabulary's subset static tables support (fp32 = none)
 
 
 def add_parsers(sub, export_sub) -> None:
@@ -11,7 +13,7 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("src", help="vector file (dialect sniffed when --format is absent)")
     p.add_argument("-o", "--out", required=True, help="bundle folder to write")
     p.add_argument("--format", choices=FORMATS, default=None, help="file dialect (default: sniffed)")
-    p.add_argument("--quantize", choices=QUANTIZE, default="int8", help="table precision; int8 uses per-row scales")
+    add_quantize_option(p, QUANTIZE, "int8", "table precision; int8 uses per-row scales")
     p.add_argument("--max-vocab", type=int, default=None, help="keep only the first N words (files are by frequency)")
     p.add_argument("--lowercase", choices=("auto", "yes", "no"), default="auto",
                    help="auto: lowercase texts when the vocabulary has no uppercase words")
@@ -29,7 +31,7 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("-o", "--out", required=True, help="bundle folder to write")
     p.add_argument("--dims", type=int, default=256, help="PCA dimensions (default 256)")
     p.add_argument("--vocab-size", type=int, default=None, help="keep the first N token ids of the teacher's vocabulary")
-    p.add_argument("--quantize", choices=QUANTIZE, default="int8", help="table precision; int8 uses per-row scales")
+    add_quantize_option(p, QUANTIZE, "int8", "table precision; int8 uses per-row scales")
     p.add_argument("--name", default=None, help="bundle name (default: <src>-static-<dims>)")
     p.add_argument("--force", action="store_true", help="replace an existing bundle folder")
     p.set_defaults(func=cmd_distill)
