@@ -29,6 +29,9 @@ def test_chinese_queries_hit_their_topic_with_the_multilingual_default(default_b
     assert topics == DEMO_TOPICS, topics  # English (MiniLM) and Chinese (multilingual) alike
     chinese = [line for line in out.stdout.splitlines() if line.startswith("query: ") and "如何" in line]
     assert chinese and multi.name in chinese[0], chinese
+    lines = out.stdout.splitlines()
+    cross = [lines[i + 1].split()[1] for i, line in enumerate(lines) if line.startswith("cross-lingual: ")]
+    assert len(cross) == 2 and cross[0].startswith("zh-health") and cross[1].startswith("en-technology"), cross
 
 
 def test_demo_falls_back_with_a_note_when_the_multilingual_default_is_absent(default_bundle, tmp_path,

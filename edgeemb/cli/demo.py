@@ -82,6 +82,8 @@ def run_demo(bundle: str | None = None, k: int = 3) -> int:
             for h in hits:
                 print(f"  {h.score:.3f}  {h.id:<18} {snippet(h.text, 80)}")
             print()
+        if multi is not None:
+            run_cross_lingual(indexes[multi.name], k)
         for ix in indexes.values():
             ix.close()
     latencies.sort()
@@ -90,6 +92,20 @@ def run_demo(bundle: str | None = None, k: int = 3) -> int:
     if bundle is None:
         run_static_demo()
     return 0
+
+
+CROSS_LINGUAL = (("how to lower blood pressure without medicine", "zh"), ("如何保护网上账户不被黑客攻击", "en"))
+
+
+def run_cross_lingual(index, k: int) -> None:
+    """Queries in one language against the documents of the other, on the multilingual index (a lang filter)."""
+    for query, lang in CROSS_LINGUAL:
+        t0 = time.perf_counter()
+        hits = index.search(query, k=k, filter={"lang": lang})
+        print(f"cross-lingual: {query} -> {lang} documents   [{(time.perf_counter() - t0) * 1e3:.1f} ms]")
+        for h in hits:
+            print(f"  {h.score:.3f}  {h.id:<18} {snippet(h.text, 80)}")
+        print()
 
 
 def _demo_index(folder: str, enc, ids: list[str], texts: list[str], meta: list[dict]):
