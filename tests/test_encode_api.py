@@ -79,3 +79,14 @@ def test_chunked_tokenising_keeps_order_and_values(encoder, monkeypatch):
     monkeypatch.setattr(encoder_module, "CHUNK_CHARS", 100)  # every few texts a chunk, by characters
     assert len(list(encoder_module.tokenize_chunks(texts, 10_000))) > 7
     assert same(encoder.encode(texts), whole)
+
+
+def test_a_short_tail_window_counts_by_its_tokens(encoder):
+    n = encoder.manifest.max_length
+    doc = "pasta " * (n - 2) + "train " * 10  # a little past max_length: the second window is a short tail
+    tok, owner = encoder.tokenizer.tokenize_windows([doc])
+    assert len(owner) == 2 and len(tok.ids[1]) < 0.25 * len(tok.ids[0])
+    whole, first = encoder.encode([doc], long_text="window")[0], encoder.encode([doc])[0]
+    tail = encoder.encode([encoder.tokenizer.tokenizer.decode(tok.ids[1])])[0]
+    equal_weights = (first + tail) / np.linalg.norm(first + tail)
+    assert float(whole @ first) > float(equal_weights @ first)  # the tail pulls by its share of tokens only

