@@ -16,7 +16,7 @@ from ..similarity import cosine
 from ..sysinfo import physical_cores
 from . import pooling
 from .backend import Backend, OnnxBackend
-from .batching import CHARS_PER_TOKEN_CAP, Batch, TextTokenizer, check_texts
+from .batching import CHARS_PER_TOKEN_CAP, MAX_WINDOWS, Batch, TextTokenizer, check_texts
 
 if TYPE_CHECKING:
     from ..static.words import WordVectors
@@ -168,18 +168,21 @@ class Encoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
-        tok, owner = self.tokenizer.tokenize_windows(texts)
-        self._note_truncation(tok.truncated, len(texts))
-        vecs = np.zeros((len(owner), self.dim), dtype=np.float32)
-        tokens = np.zeros(len(owner), dtype=np.float32)
-        with Progress(len(owner), f"encode {self.name} (windows)", show_progress, "windows") as bar:
-            for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
-                n = batch.attention_mask.sum(axis=1).astype(np.float32)
-                vecs[batch.rows] = self._embed_batch(batch, False) * n[:, None]
-                tokens[batch.rows] = n
-                bar.update(len(batch.rows))
-        np.add.at(out, owner, vecs)
-        out /= np.maximum(np.bincount(owner, weights=tokens, minlength=len(texts)), 1)[:, None].astype(np.float32)
+        total = np.zeros(len(texts), dtype=np.float32)  # tokens per text, over its windows
+        truncated = 0
+        cap = self.tokenizer.max_length * CHARS_PER_TOKEN_CAP * MAX_WINDOWS
+        with Progress(len(texts), f"encode {self.name} (windows)", show_progress, "texts") as bar:
+            for start, end in tokenize_chunks(texts, cap):  # bounded memory, as in encode()
+                tok, owner = self.tokenizer.tokenize_windows(texts[start:end])
+                truncated += tok.truncated
+                for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
+                    n = batch.attention_mask.sum(axis=1).astype(np.float32)
+                    rows = start + owner[batch.rows]
+                    np.add.at(out, rows, self._embed_batch(batch, False) * n[:, None])
+                    np.add.at(total, rows, n)
+                bar.update(end - start)
+        self._note_truncation(truncated, len(texts))
+        out /= np.maximum(total, 1)[:, None]
         return pooling.finish(out, normalize, is_unit=False)
 
     def get_sentence_embedding_dimension(self) -> int:
