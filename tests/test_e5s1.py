@@ -196,3 +196,17 @@ def test_real_container_reads_and_its_truncations_fail(tmp_path):
         bad = tmp_path / f"cut{cut}.bin"
         bad.write_bytes(head[:cut])
         _fails(bad, field)
+
+
+@pytest.fixture()
+def small_parity_set(request, monkeypatch):
+    """(Used by test_e5_parity and test_gguf_quant.) Tiny models export against the shipped parity texts only (their toy vocabularies cannot spell the shared
+    corpora; the real container under -m slow keeps the full default)."""
+    if request.node.get_closest_marker("slow"):
+        return
+    from edgeemb_export import bert_export
+    from edgeemb_export.multilingual_texts import builtin_texts
+    from edgeemb_export.parity import parity_sentences
+
+    monkeypatch.setattr(bert_export, "default_parity_texts",
+                        lambda: (parity_sentences() + builtin_texts(), "shipped parity texts (test)"))

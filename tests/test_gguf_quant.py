@@ -12,24 +12,13 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
-
 from edgeemb_export.errors import ExportError
+from test_e5s1 import small_parity_set  # noqa: F401 (a fixture)
 
 Q = gguf.GGMLQuantizationType
 
 
-@pytest.fixture(autouse=True)
-def small_parity_set(request, monkeypatch):
-    """Tiny models export against the shipped parity texts only (their toy vocabularies cannot spell the shared
-    corpora; the real container under -m slow keeps the full default)."""
-    if request.node.get_closest_marker("slow"):
-        return
-    from edgeemb_export import bert_export
-    from edgeemb_export.multilingual_texts import builtin_texts
-    from edgeemb_export.parity import parity_sentences
-
-    monkeypatch.setattr(bert_export, "default_parity_texts",
-                        lambda: (parity_sentences() + builtin_texts(), "shipped parity texts (test)"))
+pytestmark = pytest.mark.usefixtures("small_parity_set")
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 WORDS = ["the", "cat", "sat", "on", "mat", "dog", "runs", "fast", "hello", "world", "这", "部", "电", "影", "很",
          "好", "看", ".", ",", "!", "?"]

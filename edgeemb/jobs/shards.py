@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..bundle import atomic_write_bytes
+from ..bundle import atomic_write_bytes, sha256_file
 from ..errors import EdgeembError
 from .source import BlockRef, Docs
 
@@ -45,13 +45,6 @@ def stem(block: int) -> str:
 def _digest(data: bytes) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
 
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # -- the job folder -----------------------------------------------------------------------------------------
@@ -184,7 +177,7 @@ def valid_shard(out: Path, ref: BlockRef, fmt: str, bundle_id: str) -> dict[str,
     for name, info in entry["files"].items():
         path = out / name
         try:
-            if path.stat().st_size != info["size"] or _sha256_file(path) != info["sha256"]:
+            if path.stat().st_size != info["size"] or sha256_file(path) != info["sha256"]:
                 return None
         except (OSError, KeyError, TypeError):
             return None
@@ -197,7 +190,7 @@ def check_shard_files(out: Path, entry: dict[str, Any]) -> None:
         path = out / name
         if not path.is_file():
             raise EmbedJobError(f"{path}: listed in {MANIFEST} but missing")
-        if path.stat().st_size != info["size"] or _sha256_file(path) != info["sha256"]:
+        if path.stat().st_size != info["size"] or sha256_file(path) != info["sha256"]:
             raise EmbedJobError(f"{path}: size or sha256 differs from {MANIFEST} (file changed or corrupt)")
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..bundle.verify import sha256_file
 from ..errors import CorpusError
 
 FORMATS = {".txt": "txt", ".jsonl": "jsonl", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}
@@ -286,7 +287,7 @@ def _plan_parquet(spec: CorpusSpec, block_rows: int, st: os.stat_result) -> Plan
                 raise CorpusError(f"{spec.path}: row {row} has no string field {spec.text_field!r}")
             cut.add(text, None if doc_id is None else str(doc_id), row, row, "row")
             row += 1
-    return cut.plan(row, st, _sha256(spec.path), None)
+    return cut.plan(row, st, sha256_file(spec.path), None)
 
 
 def _read_parquet(spec: CorpusSpec, ref: BlockRef) -> Docs:
@@ -315,12 +316,7 @@ def _read_parquet(spec: CorpusSpec, ref: BlockRef) -> Docs:
     return docs
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
+
 
 
 def iter_blocks(plan: Plan, refs: list[BlockRef]) -> Iterator[tuple[BlockRef, Docs]]:
