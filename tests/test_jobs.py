@@ -196,14 +196,41 @@ def ray_cluster():
         ray.shutdown()
 
 
+def ray_worker_count() -> int:
+    """Ray worker processes on this machine (each a Python process of ~100 MB)."""
+    n = 0
+    for d in Path("/proc").iterdir():
+        try:
+            n += d.name.isdigit() and b"default_worker.py" in (d / "cmdline").read_bytes()
+        except OSError:
+            pass
+    return n
+
+
 def test_ray_engine_end_to_end_matches_local(default_bundle, corpus, tmp_path, ray_cluster):
     path, ids = corpus
+    peak, done = [0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], ray_worker_count())
+            time.sleep(0.05)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     start = time.perf_counter()
-    res = embed_corpus(path, default_bundle, tmp_path / "ray", engine="ray", workers=2, threads=1, block_rows=60)
-    assert (res.rows, res.shards, res.written) == (240, 4, 4)
+    try:
+        res = embed_corpus(path, default_bundle, tmp_path / "ray", engine="ray", workers=2, threads=1, block_rows=8)
+    finally:
+        done.set()
+        sampler.join(5)
+    assert (res.rows, res.shards, res.written) == (240, 30, 30)
     assert ray_cluster.is_initialized()  # a cluster the caller started is left running
     assert time.perf_counter() - start < 40
-    embed_corpus(path, default_bundle, tmp_path / "local", block_rows=60, threads=1)
+    # read tasks ask for no CPU, so nothing but the engine's cap stops Ray from starting a worker per block
+    # (uncapped: 25+ workers for these 30 blocks); 2 actors + their read tasks + Ray's own helpers fit in 10
+    assert peak[0] <= 10, f"{peak[0]} Ray workers for 30 blocks"
+    embed_corpus(path, default_bundle, tmp_path / "local", block_rows=8, threads=1)
     ray_ids, ray_vectors, _ = job_rows(tmp_path / "ray")
     local_ids, local_vectors, _ = job_rows(tmp_path / "local")
     assert ray_ids == local_ids == ids
