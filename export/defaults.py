@@ -6,7 +6,7 @@ from pathlib import Path
 
 from edgeemb.paths import DEFAULT_BUNDLES, bundles_dir
 
-from .errors import ExportError
+from .common.errors import ExportError
 from .recipes import build, recipes
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 import argparse
 
 from .cli import needs_export_extra
-
-POOLINGS = ("last", "mean")
-from .quantization import add_quantize_option
-
-QUANTIZATIONS = ("none", "int8", "int4")
+from .common.quantization import add_quantize_option
+from .llm.options import POOLINGS, QUANTIZATIONS, LLMOptions
 
 
 def layer_arg(value: str) -> int | str:
@@ -54,7 +51,7 @@ def add_parsers(sub, export_sub) -> None:
 
 def cmd_export_llm(args) -> int:
     try:
-        from .llm import LLMOptions, export_llm
+        from .llm.export import export_llm
     except ImportError as exc:
         return needs_export_extra(exc)
     opts = LLMOptions(pooling=args.pooling, layer=args.layer, quantization=args.quantize,

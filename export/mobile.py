@@ -21,9 +21,9 @@ import numpy as np
 from edgeemb.bundle import Manifest, file_entry, read_manifest, verify_files, write_manifest
 from edgeemb.encode.encoder import TruncationWarning
 
-from .errors import ExportError
-from .onnx_tools import step
-from .parity import cosine_rows
+from .common.errors import ExportError
+from .common.onnx_tools import step
+from .common.parity import cosine_figures, cosine_rows
 
 ONNX_MODEL, ORT_MODEL, OPS_CONFIG = "model.onnx", "model.ort", "required_operators.config"
 PARITY_MIN = 0.9999  # min cosine the mobile forms must keep against the bundle's own model.onnx
@@ -282,7 +282,7 @@ def parity_texts(n: int = N_TEXTS) -> list[str]:
 
 def _cosines(got: np.ndarray, ref: np.ndarray) -> dict:
     cos = cosine_rows(got, ref)
-    return {"n": len(cos), "cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6)}
+    return {"n": len(cos), **cosine_figures(cos)}
 
 
 def _parity(got: np.ndarray, ref: np.ndarray, what: str, min_cosine: float) -> dict:

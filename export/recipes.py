@@ -19,7 +19,7 @@ from typing import Any
 from edgeemb.bundle import open_bundle, read_manifest, write_manifest
 from edgeemb.errors import BundleError
 
-from .errors import ExportError
+from .common.errors import ExportError
 
 KINDS = ("sentence", "distill", "static", "llm")
 FIELDS = {"name", "alias", "description", "kind", "source", "quantize", "max_length", "options"}
@@ -43,7 +43,7 @@ class Recipe:
     @property
     def digest(self) -> str:
         """What decides whether a cached build is current: the recipe's settings and the exporters' versions."""
-        from .onnx_tools import INT8_RECIPE
+        from .common.onnx_tools import INT8_RECIPE
 
         data = {"name": self.name, "kind": self.kind, "source": self.source, "quantize": self.quantize,
                 "max_length": self.max_length, "options": self.options, "int8_recipe": INT8_RECIPE}
@@ -113,11 +113,11 @@ def build(recipe: Recipe, out: str | Path, force: bool = False) -> Path:
     if not src.exists():
         raise ExportError(f"{recipe.path}: source {src} does not exist")
     if recipe.kind == "sentence":
-        from .sentence import export_sentence
+        from .sentence.export import export_sentence
 
         export_sentence(src, out, recipe.quantize, recipe.max_length, name=recipe.name, force=True)
     elif recipe.kind == "distill":
-        from .distill import distill
+        from .static.distill import distill
 
         distill(src, out, dims=opts.get("dims", 256), vocab_size=opts.get("vocab_size"),
                 quantization=recipe.quantize, name=recipe.name, force=True)

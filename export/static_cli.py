@@ -1,10 +1,10 @@
 """CLI for static bundles: `edgeemb export static` (word vector files) and `edgeemb distill` (from a sentence model)."""
 from __future__ import annotations
 
-FORMATS = ("word2vec-bin", "word2vec-text", "glove", "fasttext-vec", "fasttext-bin")
-from .quantization import add_quantize_option
-
-QUANTIZE = ("none", "fp16", "int8")  # the shared vocabulary's subset static tables support (fp32 = none)
+from .cli import needs_export_extra
+from .common.quantization import add_quantize_option
+from .static.options import FORMATS, LOWERCASE, POOLINGS, SEGMENTATIONS
+from .static.options import QUANTIZATIONS as QUANTIZE
 
 
 def add_parsers(sub, export_sub) -> None:
@@ -15,11 +15,11 @@ def add_parsers(sub, export_sub) -> None:
     p.add_argument("--format", choices=FORMATS, default=None, help="file dialect (default: sniffed)")
     add_quantize_option(p, QUANTIZE, "int8", "table precision; int8 uses per-row scales")
     p.add_argument("--max-vocab", type=int, default=None, help="keep only the first N words (files are by frequency)")
-    p.add_argument("--lowercase", choices=("auto", "yes", "no"), default="auto",
+    p.add_argument("--lowercase", choices=LOWERCASE, default="auto",
                    help="auto: lowercase texts when the vocabulary has no uppercase words")
-    p.add_argument("--pooling", choices=("sif", "mean"), default="sif",
+    p.add_argument("--pooling", choices=POOLINGS, default="sif",
                    help="sentence vectors: SIF/Zipf-weighted mean (default) or plain mean")
-    p.add_argument("--segmentation", choices=("auto", "words", "longest-match"), default="auto",
+    p.add_argument("--segmentation", choices=SEGMENTATIONS, default="auto",
                    help="words: split on spaces and punctuation; longest-match: fewest vocabulary pieces (CJK); "
                         "auto picks longest-match when a fifth of the vocabulary is CJK")
     p.add_argument("--name", default=None, help="bundle name (default: <file stem>-<quantize>)")
@@ -38,10 +38,8 @@ def add_parsers(sub, export_sub) -> None:
 
 
 def cmd_export_static(args) -> int:
-    from edgeemb_export.cli import needs_export_extra
-
     try:
-        from .static import export_static
+        from .static.export import export_static
     except ImportError as exc:
         return needs_export_extra(exc)
     out = export_static(args.src, args.out, args.format, args.quantize, args.max_vocab, args.lowercase, args.name,
@@ -51,10 +49,8 @@ def cmd_export_static(args) -> int:
 
 
 def cmd_distill(args) -> int:
-    from edgeemb_export.cli import needs_export_extra
-
     try:
-        from .distill import distill
+        from .static.distill import distill
     except ImportError as exc:
         return needs_export_extra(exc)
     out = distill(args.src, args.out, args.dims, args.vocab_size, args.quantize, args.name, args.force)

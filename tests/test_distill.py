@@ -10,7 +10,7 @@ import edgeemb
 
 torch = pytest.importorskip("torch", reason="needs the export extra")
 transformers = pytest.importorskip("transformers", reason="needs the export extra")
-distill_mod = pytest.importorskip("edgeemb_export.distill", reason="needs the export extra")
+distill_mod = pytest.importorskip("edgeemb_export.static.distill", reason="needs the export extra")
 
 SPECIAL = ["[PAD]", "[unused0]", "[unused1]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PIECES = list("abcdefghijklmnopqrstuvwxyz.,!?'") + ["the", "cat", "dog", "sat", "on", "mat", "market", "stock",

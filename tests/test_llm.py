@@ -10,9 +10,11 @@ import edgeemb
 torch = pytest.importorskip("torch", reason="LLM export needs the export extra")
 transformers = pytest.importorskip("transformers", reason="LLM export needs the export extra")
 
-from edgeemb_export.errors import ExportError
-from edgeemb_export.llm import LLMOptions, export_llm, export_source, from_causal_lm
-from edgeemb_export.onnx_tools import quantize, quantize_int4
+from edgeemb_export.common.errors import ExportError
+from edgeemb_export.llm.export import export_llm, export_source
+from edgeemb_export.llm.options import LLMOptions
+from edgeemb_export.llm.sources import from_causal_lm
+from edgeemb_export.common.onnx_tools import quantize, quantize_int4
 from torch_helpers import cosines, one_torch_thread, report  # noqa: F401
 
 # mixed lengths, English and Chinese, one text far longer than the rest
@@ -151,9 +153,9 @@ def test_hf_folder_options_prompts_eos_truncation_and_intermediate_layer(gpt2_fo
 
     The weights go to model.onnx.data, as they do for big models (here forced by a zero threshold).
     """
-    import edgeemb_export.llm
+    import edgeemb_export.llm.export
 
-    monkeypatch.setattr(edgeemb_export.llm, "EXTERNAL_DATA_OVER", 0)
+    monkeypatch.setattr(edgeemb_export.llm.export, "EXTERNAL_DATA_OVER", 0)
     opts = LLMOptions(pooling="last", layer=1, quantization="none", append_eos=True, max_length=8,
                       query_prompt="query: ", document_prompt="passage: ")
     out = export_llm(gpt2_folder, tmp_path / "b", opts)

@@ -32,8 +32,8 @@ def stories() -> Path:
 
 @pytest.fixture(scope="module")
 def converted(stories):
-    from edgeemb_export.gguf import load_gguf
-    from edgeemb_export.llama2c import load_llama2c
+    from edgeemb_export.llm.gguf import load_gguf
+    from edgeemb_export.llm.llama2c import load_llama2c
 
     return load_llama2c(stories / "stories260K.bin"), load_gguf(stories / "stories260K.gguf")
 
@@ -157,7 +157,8 @@ def test_greedy_generation_matches_numpy_llama2c(stories, converted):
 
 
 def test_bin_and_gguf_bundles_give_the_same_embeddings(stories, tmp_path):
-    from edgeemb_export.llm import LLMOptions, export_llm
+    from edgeemb_export.llm.export import export_llm
+    from edgeemb_export.llm.options import LLMOptions
 
     opts = LLMOptions(quantization="none", pooling="last")
     a = export_llm(stories / "stories260K.bin", tmp_path / "bin", opts, parity_texts=TEXTS)
@@ -186,8 +187,9 @@ def test_gguf_int4_export_through_the_cli(stories, tmp_path):
 
 def test_unsupported_gguf_type_is_named(tmp_path):
     """A GGUF written here byte by byte, with a Q4_K token table."""
-    from edgeemb_export.errors import ExportError
-    from edgeemb_export.gguf import load_gguf, read_gguf
+    from edgeemb_export.common.errors import ExportError
+    from edgeemb_export.common.gguf import read_gguf
+    from edgeemb_export.llm.gguf import load_gguf
 
     def gstr(s):
         return struct.pack("<Q", len(s)) + s.encode()
@@ -207,9 +209,9 @@ def test_unsupported_gguf_type_is_named(tmp_path):
 
 
 def test_truncated_gguf_and_versioned_llama2c_are_refused(stories, tmp_path):
-    from edgeemb_export.errors import ExportError
-    from edgeemb_export.gguf import read_gguf
-    from edgeemb_export.llama2c import read_llama2c
+    from edgeemb_export.common.errors import ExportError
+    from edgeemb_export.common.gguf import read_gguf
+    from edgeemb_export.llm.llama2c import read_llama2c
 
     cut = tmp_path / "cut.gguf"
     cut.write_bytes((stories / "stories260K.gguf").read_bytes()[:3000])
@@ -223,8 +225,8 @@ def test_truncated_gguf_and_versioned_llama2c_are_refused(stories, tmp_path):
 
 def test_llama2c_unshared_classifier_and_header_checks(tmp_path):
     """A tiny checkpoint written here: negative vocab_size means its own classifier, kept untied."""
-    from edgeemb_export.errors import ExportError
-    from edgeemb_export.llama2c import build_llama, read_llama2c
+    from edgeemb_export.common.errors import ExportError
+    from edgeemb_export.llm.llama2c import build_llama, read_llama2c
 
     dim, hidden, layers, heads, kv, vocab, seq = 8, 16, 1, 2, 1, 10, 4
     head = dim // heads

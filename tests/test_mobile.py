@@ -10,7 +10,7 @@ import pytest
 
 onnx = pytest.importorskip("onnx", reason="mobile conversion needs the export extra (onnx)")
 
-from edgeemb_export.errors import ExportError
+from edgeemb_export.common.errors import ExportError
 from edgeemb_export.mobile import count_operators, fp16_groups, parity_texts, prepare_mobile, store_fp16
 
 import edgeemb
@@ -24,7 +24,7 @@ def tiny_sentence_bundle(folder: Path, offset: float = 0.0) -> Path:
 
     offset: add it to the table and subtract it after the lookup, so the table needs float32 precision.
     """
-    from edgeemb_export.bundle_writer import finish_manifest
+    from edgeemb_export.common.staging import finish_manifest
     from onnx import TensorProto, helper, numpy_helper
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 

@@ -8,7 +8,7 @@ pytest.importorskip("torch", reason="parity needs the export extra")
 
 @pytest.fixture(scope="module")
 def reference(minilm_src):
-    from edgeemb_export.parity import parity_sentences, reference_sentence_transformers
+    from edgeemb_export.common.parity import parity_sentences, reference_sentence_transformers
 
     texts = parity_sentences()
     assert len(texts) >= 200
@@ -16,13 +16,13 @@ def reference(minilm_src):
 
 
 def cosines(bundle, texts, ref):
-    from edgeemb_export.parity import cosine_rows
+    from edgeemb_export.common.parity import cosine_rows
 
     return cosine_rows(edgeemb.load(bundle, threads=2).encode(texts, batch_size=32), ref)
 
 
 def test_fp32_export_matches_torch(minilm_src, reference, tmp_path):
-    from edgeemb_export.sentence import export_sentence
+    from edgeemb_export.sentence.export import export_sentence
 
     out = export_sentence(minilm_src, tmp_path / "fp32", "none")
     texts, ref = reference
@@ -41,8 +41,8 @@ def test_int8_default_bundle_matches_torch(default_bundle, reference):
 
 
 def test_sentence_exporter_refuses_a_non_sentence_folder(tmp_path):
-    from edgeemb_export.errors import ExportError
-    from edgeemb_export.sentence import export_sentence
+    from edgeemb_export.common.errors import ExportError
+    from edgeemb_export.sentence.export import export_sentence
 
     with pytest.raises(ExportError, match="modules.json is missing"):
         export_sentence(tmp_path, tmp_path / "out")

@@ -3,10 +3,10 @@ import json
 
 import pytest
 
-pytest.importorskip("edgeemb_export.quantization")
+pytest.importorskip("edgeemb_export.common.quantization")
 from edgeemb.bundle import QUANTIZATIONS  # noqa: E402
 from edgeemb.cli.main import build_parser  # noqa: E402
-from edgeemb_export.quantization import NAMES, canonical  # noqa: E402
+from edgeemb_export.common.quantization import NAMES, canonical  # noqa: E402
 
 
 def test_the_vocabulary_is_the_manifests():

@@ -36,7 +36,7 @@ def test_built_default_is_current_and_a_changed_recipe_is_not():
     ({"kind": "sentence", "source": {"path": "m"}, "quantize": "int8"}, "field 'name' is required"),
 ])
 def test_bad_recipe_names_the_field(tmp_path, data, message):
-    from edgeemb_export.errors import ExportError
+    from edgeemb_export.common.errors import ExportError
 
     path = tmp_path / "r.json"
     path.write_text(json.dumps(data))
@@ -45,7 +45,7 @@ def test_bad_recipe_names_the_field(tmp_path, data, message):
 
 
 def test_missing_source_is_a_clear_error(tmp_path):
-    from edgeemb_export.errors import ExportError
+    from edgeemb_export.common.errors import ExportError
 
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"name": "x", "kind": "sentence", "source": {"path": "nowhere"}, "quantize": "int8"}))

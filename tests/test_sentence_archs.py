@@ -84,8 +84,8 @@ def build_st_folder(name, folder, tokenizer):
                                         for n in ARCHS])  # XLM-R runs RoBERTa's code: -m slow
 def arch(request, tmp_path_factory, wordpiece):
     """fp32 bundle from export_sentence, int8/int4 graphs quantised from it, and the torch reference."""
-    from edgeemb_export.onnx_tools import quantize, quantize_int4
-    from edgeemb_export.sentence import export_sentence
+    from edgeemb_export.common.onnx_tools import quantize, quantize_int4
+    from edgeemb_export.sentence.export import export_sentence
 
     folder = tmp_path_factory.mktemp(request.param)
     src, st = build_st_folder(request.param, folder, wordpiece)
@@ -142,8 +142,8 @@ def test_int8_and_int4_stay_close_to_fp32(arch):
 
 def test_unsupported_module_is_named(tmp_path):
 
-    from edgeemb_export.errors import ExportError
-    from edgeemb_export.sentence import read_sentence_config
+    from edgeemb_export.common.errors import ExportError
+    from edgeemb_export.sentence.export import read_sentence_config
 
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},

@@ -15,9 +15,10 @@ import edgeemb
 from edgeemb.errors import BundleError
 
 gensim_models = pytest.importorskip("gensim.models", reason="gensim is a test-only dependency")
-static_export = pytest.importorskip("edgeemb_export.static", reason="needs the export extra")
-ExportError = pytest.importorskip("edgeemb_export.errors").ExportError
-StaticInputWarning = static_export.StaticInputWarning
+static_export = pytest.importorskip("edgeemb_export.static.export", reason="needs the export extra")
+static_readers = pytest.importorskip("edgeemb_export.static.readers")
+ExportError = pytest.importorskip("edgeemb_export.common.errors").ExportError
+StaticInputWarning = static_readers.StaticInputWarning
 
 WORDS = ["the", "cat", "dog", "sat", "on", "mat", "kitten", "puppy", "stock", "market", "bank", "river",
          "money", "fell", "rose", "king", "queen", "man", "woman", "apple"]
@@ -58,7 +59,7 @@ def fp32_bundle(kv, tmp_path_factory):
 def test_each_dialect_is_sniffed_and_read_exactly(kv, tmp_path, fmt, suffix, binary, header):
     src = tmp_path / f"vectors{suffix}"
     kv.save_word2vec_format(str(src), binary=binary, write_header=header)
-    assert static_export.sniff_format(src) == fmt
+    assert static_readers.sniff_format(src) == fmt
     enc = export(src, tmp_path / "b", quantization="fp32")
     assert enc.kind == "static" and enc.manifest.source["format"] == fmt
     assert enc.wv.index_to_key == kv.index_to_key

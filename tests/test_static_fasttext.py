@@ -8,7 +8,7 @@ import edgeemb
 from edgeemb.static.subwords import byte_ngrams, fasttext_hash, subword_buckets
 
 fasttext = pytest.importorskip("gensim.models.fasttext", reason="gensim is a test-only dependency")
-static_export = pytest.importorskip("edgeemb_export.static", reason="needs the export extra")
+static_export = pytest.importorskip("edgeemb_export.static.export", reason="needs the export extra")
 
 CORPUS = [s.split() for s in [
     "the cat sat on the mat", "the dog sat on the log", "a kitten is a young cat", "a puppy is a young dog",

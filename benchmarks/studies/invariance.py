@@ -39,8 +39,8 @@ def load_with(bundle: str, graph: str | None, threads: int):
 def make_graphs(src: Path, out: Path) -> dict[str, Path]:
     """Export the unfused fp32 graph of a sentence-transformers folder and every candidate quantisation of it."""
     import onnx
-    from edgeemb_export import onnx_tools as ot
-    from edgeemb_export.sentence import (
+    from edgeemb_export.common import onnx_tools as ot
+    from edgeemb_export.sentence.export import (
         build_graph_module,
         export_onnx,
         load_transformer,
@@ -122,7 +122,7 @@ t1 = time.perf_counter()
 from edgeemb.bundle import open_bundle
 folder, m = open_bundle(sys.argv[1], verify=True)
 t2 = time.perf_counter()
-enc = edgeemb.load(sys.argv[1])
+enc = edgeemb.load(sys.argv[1], threads=1)
 t3 = time.perf_counter()
 enc.encode("hello world")
 t4 = time.perf_counter()
@@ -131,17 +131,27 @@ print(f"{t1 - t0} {t2 - t1} {t3 - t2} {t4 - t3}")
 
 
 def cmd_load(args) -> None:
-    """Process start to first vector (wall), and inside it: import, verify (cached hash), load, first encode."""
-    rows = []
-    for _ in range(args.rounds):
-        t = time.perf_counter()
-        out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, args.bundle], capture_output=True, text=True,
-                             check=True)
-        wall = time.perf_counter() - t
-        rows.append([wall, *map(float, out.stdout.split())])
+    """Process start to first vector (wall), and inside it: import, verify (cached hash), load, first encode;
+    with the optimised-graph copy (edgeemb/encode/graphcache.py) and without it, interleaved round by round."""
+    import os
+
+    configs = {"graph copy": "1", "no graph copy": "0"}
+    rows: dict[str, list] = {k: [] for k in configs}
+    loads = []
+    subprocess.run([sys.executable, "-c", LOAD_SNIPPET, args.bundle], capture_output=True, check=True)  # warm
+    for order in rotations(list(configs), args.rounds):
+        loads.append(probes.load_average()[0])
+        for name in order:
+            env = {**os.environ, "EDGEEMB_GRAPH_CACHE": configs[name]}
+            t = time.perf_counter()
+            out = subprocess.run([sys.executable, "-c", LOAD_SNIPPET, args.bundle], capture_output=True,
+                                 text=True, check=True, env=env)
+            wall = time.perf_counter() - t
+            rows[name].append([wall, *map(float, out.stdout.split())])
     cols = ("process_to_first_vector_s", "import_s", "open_verify_s", "load_s", "first_encode_s")
-    log({"bundle": args.bundle, **{c: spread([r[i] for r in rows]) for i, c in enumerate(cols)},
-         "load": probes.load_average()[0]})
+    for name, got in rows.items():
+        log({"bundle": args.bundle, "config": name, **{c: spread([r[i] for r in got]) for i, c in enumerate(cols)},
+             "load": spread(loads)})
 
 
 def log(row: dict) -> None:

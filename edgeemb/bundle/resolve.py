@@ -5,7 +5,7 @@ import difflib
 import os
 from pathlib import Path
 
-from ..errors import BundleError
+from ..errors import BundleError, InputError
 from ..paths import DEFAULT_BUNDLES, bundles_dir, default_bundle_path
 from .installed import available_bundles, installed_bundle
 from .manifest import Manifest, read_manifest
@@ -39,17 +39,20 @@ def resolve_bundle(ref: str | os.PathLike[str] | None) -> Path:
     raise BundleError(f"bundle not found: {name}{hint}")
 
 
-def open_bundle(ref: str | os.PathLike[str] | None, verify: bool = True) -> tuple[Path, Manifest]:
-    """The folder and validated manifest of a bundle; its files are checked against the manifest when verify.
+def open_bundle(ref: str | os.PathLike[str] | None, verify: bool | str = True) -> tuple[Path, Manifest]:
+    """The folder and validated manifest of a bundle; its files are checked against the manifest when verify
+    (a file hashed before and unchanged since is trusted; verify="full" re-hashes every file).
 
     A .tar from `edgeemb pack` is unpacked into the cache once, every checksum verified on the way.
     """
+    if verify not in (True, False, "full"):
+        raise InputError(f"verify must be True, False or 'full', got {verify!r}")
     folder = resolve_bundle(ref)
     if folder.is_file():
         from .archive import unpack_cached
 
-        folder, verify = unpack_cached(folder, verify), False
+        folder, verify = unpack_cached(folder, bool(verify)), False
     manifest = read_manifest(folder)
     if verify:
-        verify_files(folder, manifest)
+        verify_files(folder, manifest, cache=verify != "full")
     return folder, manifest

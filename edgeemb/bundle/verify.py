@@ -55,6 +55,25 @@ def verify_files(folder: str | os.PathLike[str], manifest: Manifest, cache: bool
         known.save()
 
 
+def file_matches(path: str | os.PathLike[str], sha256: str, cache: bool = True) -> bool:
+    """Whether a file's sha256 is `sha256`, trusting the hash cache for an unchanged file (see verify_files)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    known = _HashCache.load() if cache else None
+    key = _stat_key(path, st)
+    if known is not None and known.get(key) == sha256:
+        return True
+    if sha256_file(path) != sha256:
+        return False
+    if known is not None:
+        known.put(key, sha256)
+        known.save()
+    return True
+
+
 def _stat_key(path: Path, st: os.stat_result) -> str:
     return f"{path.resolve()}|{st.st_size}|{st.st_ino}|{st.st_dev}|{st.st_mtime_ns}"
 

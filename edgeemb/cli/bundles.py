@@ -1,16 +1,34 @@
 """Bundle subcommands: info, encode, pack (optionally in onnxruntime's mobile format) and unpack."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from .parsers import Subparsers
 
 MOBILE_GROUP = "edgeemb.mobile"  # entry point `prepare`: (src, dst, ort=, fp16_storage=, keep_onnx=) -> report
 
 
-def add_parsers(sub, export_sub) -> None:
+class MobileReport(Protocol):
+    """What the toolchain's mobile preparation returns: a summary printed line by line."""
+
+    def lines(self) -> list[str]: ...
+
+
+class MobilePreparer(Protocol):
+    """The `edgeemb.mobile` entry point `prepare`, as `pack` calls it."""
+
+    def __call__(self, src: Path, dst: Path, *, ort: bool, fp16_storage: bool,
+                 keep_onnx: bool) -> MobileReport: ...
+
+
+def add_parsers(sub: Subparsers, export_sub: Subparsers) -> None:
     """Register info, encode, pack and unpack."""
     p = sub.add_parser("info", help="show a bundle's manifest and verify its checksums")
     p.add_argument("bundle", nargs="?", default=None, help="bundle folder, .tar, 'default' or 'default-static'")
@@ -54,7 +72,7 @@ def shown(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
 
 
-def cmd_info(args) -> int:
+def cmd_info(args: argparse.Namespace) -> int:
     from ..bundle import open_bundle
 
     folder, manifest = open_bundle(args.bundle, verify=True)
@@ -86,7 +104,7 @@ def stdin_texts() -> list[str]:
     return texts
 
 
-def cmd_encode(args) -> int:
+def cmd_encode(args: argparse.Namespace) -> int:
     from ..encode.encoder import load
 
     texts = stdin_texts() if args.texts == ["-"] else args.texts
@@ -98,7 +116,7 @@ def cmd_encode(args) -> int:
     return 0
 
 
-def cmd_pack(args) -> int:
+def cmd_pack(args: argparse.Namespace) -> int:
     from ..bundle import resolve_bundle
     from ..bundle.archive import pack
     from ..errors import BundleError
@@ -126,7 +144,7 @@ def cmd_pack(args) -> int:
     return _done(out)
 
 
-def cmd_unpack(args) -> int:
+def cmd_unpack(args: argparse.Namespace) -> int:
     from ..bundle.archive import unpack
 
     out = unpack(args.archive, args.out, force=args.force, show_progress=True)
@@ -134,7 +152,7 @@ def cmd_unpack(args) -> int:
     return 0
 
 
-def _pack_wheel(args, folder: Path, out_dir: Path) -> int:
+def _pack_wheel(args: argparse.Namespace, folder: Path, out_dir: Path) -> int:
     """`pack --wheel`: the verified bundle as a wheel, answering its manifest name and any default alias it is."""
     from ..bundle import read_manifest
     from ..bundle.wheel import write_wheel
@@ -154,13 +172,14 @@ def _pack_wheel(args, folder: Path, out_dir: Path) -> int:
     return 0
 
 
-def _mobile_preparer():
+def _mobile_preparer() -> MobilePreparer | None:
     """The installed toolchain's mobile preparation (entry point), or None without the export extra."""
     for ep in entry_points(group=MOBILE_GROUP, name="prepare"):
         try:
-            return ep.load()
+            prepare: MobilePreparer = ep.load()
         except ImportError:
             return None
+        return prepare
     return None
 
 

@@ -1,13 +1,18 @@
 """`edgeemb check BUNDLE`: is a text's vector the same alone as in any batch? Worst alone-vs-batch cosine."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .parsers import Subparsers
 
 INVARIANCE_KEY = "invariance"  # manifest options field that `--write` fills
 
 
-def add_parsers(sub, export_sub) -> None:
+def add_parsers(sub: Subparsers, export_sub: Subparsers) -> None:
     """Register `check`."""
     p = sub.add_parser("check", help="measure batch invariance: the worst cosine between a text encoded alone and "
                                      "the same text inside random batches (sizes, orders, threads)")
@@ -22,7 +27,7 @@ def add_parsers(sub, export_sub) -> None:
     p.set_defaults(func=cmd_check)
 
 
-def run_check(ref: str, threads: list[int], sizes: list[int] | None = None, seed: int = 0) -> dict:
+def run_check(ref: str, threads: list[int], sizes: list[int] | None = None, seed: int = 0) -> dict[str, Any]:
     """The invariance figures of one bundle on the built-in sample texts, as a dict."""
     import warnings
 
@@ -43,7 +48,7 @@ def run_check(ref: str, threads: list[int], sizes: list[int] | None = None, seed
     return figures
 
 
-def record(ref: str, figures: dict) -> None:
+def record(ref: str, figures: dict[str, Any]) -> None:
     """Write the figures into the manifest's options (atomic; the listed files' checksums are unchanged)."""
     import dataclasses
     from pathlib import Path
@@ -59,7 +64,7 @@ def record(ref: str, figures: dict) -> None:
     write_manifest(folder, dataclasses.replace(manifest, options=options))
 
 
-def cmd_check(args) -> int:
+def cmd_check(args: argparse.Namespace) -> int:
     figures = run_check(args.bundle, args.threads, args.sizes, args.seed)
     if args.write:
         record(args.bundle, figures)

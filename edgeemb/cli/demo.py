@@ -5,12 +5,19 @@ import csv
 import tempfile
 import time
 from importlib import resources
+from typing import TYPE_CHECKING, cast
 
 from ..sysinfo import peak_rss_mb
 from .index import snippet
 
+if TYPE_CHECKING:
+    from ..encode.encoder import Encoder
+    from ..search.index import Index
+    from ..search.store import Hit
+    from .parsers import Subparsers
 
-def add_parsers(sub, export_sub) -> None:
+
+def add_parsers(sub: Subparsers, export_sub: Subparsers) -> None:
     """Register `demo`."""
     p = sub.add_parser("demo", help="index the built-in sample corpus and run a few queries")
     p.add_argument("--bundle", default=None, help="bundle to use (default: the embedded default)")
@@ -18,7 +25,7 @@ def add_parsers(sub, export_sub) -> None:
     p.set_defaults(func=lambda args: run_demo(args.bundle, args.k))
 
 
-def sample_corpus() -> tuple[list[str], list[str], list[dict]]:
+def sample_corpus() -> tuple[list[str], list[str], list[dict[str, str]]]:
     """The project's own sample corpus: ids, texts, metadata (lang, topic)."""
     with (resources.files("edgeemb") / "data" / "sample_corpus.tsv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -36,7 +43,7 @@ def is_chinese(text: str) -> bool:
     return any("\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf" for ch in text)
 
 
-def multilingual_encoder():
+def multilingual_encoder() -> Encoder | None:
     """The multilingual default (multilingual-e5-small) when `edgeemb setup` has built it, else None with a note."""
     from ..encode.encoder import load
     from ..errors import BundleError
@@ -76,7 +83,7 @@ def run_demo(bundle: str | None = None, k: int = 3) -> int:
         for query in demo_queries():
             name = multi.name if multi is not None and is_chinese(query) else enc.name
             t0 = time.perf_counter()
-            hits = indexes[name].search(query, k=k)
+            hits = cast("list[Hit]", indexes[name].search(query, k=k))  # a str: one list of hits
             latencies.append((time.perf_counter() - t0) * 1e3)
             print(f"query: {query}   [{latencies[-1]:.1f} ms" + (f", {name}]" if multi is not None else "]"))
             for h in hits:
@@ -97,18 +104,18 @@ def run_demo(bundle: str | None = None, k: int = 3) -> int:
 CROSS_LINGUAL = (("how to lower blood pressure without medicine", "zh"), ("如何保护网上账户不被黑客攻击", "en"))
 
 
-def run_cross_lingual(index, k: int) -> None:
+def run_cross_lingual(index: Index, k: int) -> None:
     """Queries in one language against the documents of the other, on the multilingual index (a lang filter)."""
     for query, lang in CROSS_LINGUAL:
         t0 = time.perf_counter()
-        hits = index.search(query, k=k, filter={"lang": lang})
+        hits = cast("list[Hit]", index.search(query, k=k, filter={"lang": lang}))  # a str: one list
         print(f"cross-lingual: {query} -> {lang} documents   [{(time.perf_counter() - t0) * 1e3:.1f} ms]")
         for h in hits:
             print(f"  {h.score:.3f}  {h.id:<18} {snippet(h.text, 80)}")
         print()
 
 
-def _demo_index(folder: str, enc, ids: list[str], texts: list[str], meta: list[dict]):
+def _demo_index(folder: str, enc: Encoder, ids: list[str], texts: list[str], meta: list[dict[str, str]]) -> Index:
     """The sample corpus indexed with enc in folder (timed)."""
     from ..search.index import Index
 
@@ -141,7 +148,7 @@ def run_static_demo() -> None:
         index.add(texts, ids=ids, metadata=meta)
         for query in demo_queries():
             t0 = time.perf_counter()
-            hit = index.search(query, k=1)[0]
+            hit = cast("list[Hit]", index.search(query, k=1))[0]  # a str: one list of hits
             latencies.append((time.perf_counter() - t0) * 1e3)
             print(f"  [{latencies[-1]:.2f} ms] {snippet(query, 40):<40} -> {hit.score:.3f}  {hit.id}")
         index.close()

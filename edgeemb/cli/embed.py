@@ -1,10 +1,15 @@
 """`edgeemb embed`: a corpus into checksummed vector shards, in this process or on a Ray cluster (resumable)."""
 from __future__ import annotations
 
+import argparse
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .parsers import Subparsers
 
 
-def add_parsers(sub, export_sub) -> None:
+def add_parsers(sub: Subparsers, export_sub: Subparsers) -> None:
     """Register `embed`."""
     p = sub.add_parser("embed", help="embed a corpus into vector shards (local or on Ray; resumable)",
                        description="Embed CORPUS into shards under OUT (vectors + ids, a manifest naming the bundle). "
@@ -33,7 +38,7 @@ def add_parsers(sub, export_sub) -> None:
     p.set_defaults(func=cmd_embed)
 
 
-def cmd_embed(args) -> int:
+def cmd_embed(args: argparse.Namespace) -> int:
     from ..jobs.embed import DEFAULT_BLOCK_ROWS, embed_corpus
 
     res = embed_corpus(args.corpus, args.bundle, args.out, engine=args.engine, address=args.address,
@@ -48,7 +53,7 @@ def cmd_embed(args) -> int:
     return 0
 
 
-def cmd_index_from_embeddings(args) -> int:
+def cmd_index_from_embeddings(args: argparse.Namespace) -> int:
     """`index build --from-embeddings DIR -o INDEX [BUNDLE]`: an index from a finished job's shards."""
     import time
 

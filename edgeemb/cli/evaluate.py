@@ -6,19 +6,27 @@ import argparse
 import json
 import sys
 import warnings
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from ..eval.data import FORMATS, DataNotFound, data_root
 from ..eval.report import to_json, to_markdown
 from ..eval.tasks import SENTENCE_TASKS, TASKS, WORD_TASKS, DatasetSkipped, run_task, word_vectors
 
+if TYPE_CHECKING:
+    from ..eval.tasks import Model, TaskResult
+    from ..search.store import Hit
+    from .parsers import Subparsers
+
 REFERENCE_GROUP = "edgeemb.references"  # entry points: kind name -> class(path) with encode(texts, ...)
 
 
-def add_parsers(sub, export_sub) -> None:
+def add_parsers(sub: Subparsers, export_sub: Subparsers) -> None:
     """Register the `eval` subcommand."""
     formats = "\n".join(f"  {task:<10} {fmt}" for task, fmt in FORMATS.items())
     p = sub.add_parser(
@@ -51,16 +59,17 @@ def add_parsers(sub, export_sub) -> None:
     p.set_defaults(func=run_eval_cli)
 
 
-def _load_models(args: argparse.Namespace) -> dict:
+def _load_models(args: argparse.Namespace) -> dict[str, Model]:
     import edgeemb
 
-    reference = reference_model = None
+    reference = ""
+    reference_model: Callable[..., Model] | None = None
     if args.reference:
         kind, _, reference = args.reference.partition(":")
         if kind == "sentence-transformers" and not reference:
             raise ValueError("--reference sentence-transformers needs a path: sentence-transformers:PATH")
         reference_model = _reference_class(kind)
-    models = {}
+    models: dict[str, Model] = {}
     for path in [args.bundle, *args.compare]:
         label = Path(path).name or str(path)
         models[str(path) if label in models else label] = edgeemb.load(path)
@@ -70,13 +79,14 @@ def _load_models(args: argparse.Namespace) -> dict:
     return models
 
 
-def _reference_class(kind: str):
+def _reference_class(kind: str) -> Callable[..., Model]:
     """The toolchain's reference model for `kind` (an entry point), or a ValueError saying what to install."""
     for ep in entry_points(group=REFERENCE_GROUP, name=kind):
         try:
-            return ep.load()
+            reference_class: Callable[..., Model] = ep.load()
         except ImportError:
             break
+        return reference_class
     known = sorted(ep.name for ep in entry_points(group=REFERENCE_GROUP))
     if known and kind not in known:
         raise ValueError(f"unknown --reference kind {kind!r} (known: {', '.join(known)})")
@@ -108,12 +118,12 @@ class IndexForEval:
         self._tmp = tempfile.TemporaryDirectory(prefix="edgeemb-eval-")
         self.index = Index.create(self._tmp.name, dim=dim)
 
-    def add(self, vectors, ids) -> None:
+    def add(self, vectors: npt.NDArray[np.float32], ids: npt.NDArray[np.int64]) -> None:
         self.index.add_vectors(vectors, [""] * len(ids), ids=[str(int(i)) for i in ids])
 
-    def search(self, queries, k: int):
-
-        hits = [self.index.search(q, k=k) for q in queries]
+    def search(self, queries: npt.NDArray[np.float32],
+               k: int) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+        hits = [cast("list[Hit]", self.index.search(q, k=k)) for q in queries]  # a vector: one list of hits
         ids = np.full((len(queries), k), -1, dtype=np.int64)
         scores = np.zeros((len(queries), k), dtype=np.float32)
         for row, found in enumerate(hits):
@@ -122,9 +132,9 @@ class IndexForEval:
         return ids, scores
 
 
-def _evaluate(label: str, model, tasks: list[str], explicit: bool, args: argparse.Namespace,
-              user: Path | None) -> list:
-    results = []
+def _evaluate(label: str, model: Model, tasks: list[str], explicit: bool, args: argparse.Namespace,
+              user: Path | None) -> list[TaskResult]:
+    results: list[TaskResult] = []
     static = word_vectors(model) is not None
     for task in tasks:
         if task in WORD_TASKS and not static and not explicit:
@@ -133,7 +143,7 @@ def _evaluate(label: str, model, tasks: list[str], explicit: bool, args: argpars
                 file=sys.stderr,
             )
             continue
-        kw = {"show_progress": sys.stderr.isatty()} if task in SENTENCE_TASKS else {}
+        kw: dict[str, Any] = {"show_progress": sys.stderr.isatty()} if task in SENTENCE_TASKS else {}
         if task == "retrieval":
             kw["index_factory"] = IndexForEval  # the same search through edgeemb.Index: ANN loss is visible
         print(f"edgeemb eval: {label}: {task}", file=sys.stderr)

@@ -1,13 +1,23 @@
 """Index subcommands: `index build` (plain or hybrid, streamed, resumable) and `search` (one opening per call)."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from ..corpus import CorpusReader, CorpusStats
+    from ..search.build import BuildReport, FolderBuild
+    from ..search.hybrid import HybridRetriever
+    from ..search.index import Index
+    from ..search.store import Hit
+    from .parsers import Subparsers
 
 
-def add_parsers(sub, export_sub) -> None:
+def add_parsers(sub: Subparsers, export_sub: Subparsers) -> None:
     """Register `index build` and `search`."""
     p = sub.add_parser("index", help="build a search index from a corpus file")
     isub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
@@ -61,7 +71,7 @@ def bundle_ref(arg: str | None, folder: Path) -> str:
     return arg if arg in DEFAULT_BUNDLES else "default" if arg is None else str(folder.resolve())
 
 
-def cmd_index_build(args) -> int:
+def cmd_index_build(args: argparse.Namespace) -> int:
     from ..corpus import MAX_LINE_BYTES, CorpusReader
     from ..encode.encoder import load
     from ..errors import CorpusError, InputError
@@ -94,7 +104,7 @@ def cmd_index_build(args) -> int:
             return build_hybrid(args, build, reader, stats, start)
         enc = load(args.bundle, threads=args.threads)
 
-        def make(path: Path, exists: bool):
+        def make(path: Path, exists: bool) -> Index:
             if exists:
                 index = Index.open(path, enc, threads=args.threads or 1)
                 if index.vectors_kind != args.vectors:
@@ -113,25 +123,28 @@ def cmd_index_build(args) -> int:
     return 0
 
 
-def resumed(report) -> str:
+def resumed(report: BuildReport) -> str:
     """The note a resumed build adds to its summary."""
     return f" (resumed: {report.skipped} were already there, {report.added} added now)" if report.resumed else ""
 
 
-def build_hybrid(args, build, reader, stats, start: float) -> int:
+def build_hybrid(args: argparse.Namespace, build: FolderBuild, reader: CorpusReader, stats: CorpusStats,
+                 start: float) -> int:
     """`index build --coarse A --fine B`: coarse vectors in the graph, fine int8 vectors beside the store."""
     from ..encode.encoder import load
     from ..search.hybrid import HybridRetriever
 
     coarse, fine = load(args.coarse, threads=args.threads), load(args.fine, threads=args.threads)
 
-    def make(path: Path, exists: bool):
-        return HybridRetriever(coarse, fine, path, coarse_dim=args.coarse_dim, threads=args.threads or 1,
-                               coarse_ref=bundle_ref(args.coarse, coarse.path),
-                               fine_ref=bundle_ref(args.fine, fine.path), lexical=not args.no_lexical)
+    made: list[HybridRetriever] = []
 
-    made = []
-    report = build.run(lambda p, e: made.append(make(p, e)) or made[-1], reader, stats.docs)
+    def make(path: Path, exists: bool) -> HybridRetriever:
+        made.append(HybridRetriever(coarse, fine, path, coarse_dim=args.coarse_dim, threads=args.threads or 1,
+                                    coarse_ref=bundle_ref(args.coarse, coarse.path),
+                                    fine_ref=bundle_ref(args.fine, fine.path), lexical=not args.no_lexical))
+        return made[-1]
+
+    report = build.run(make, reader, stats.docs)
     h = made[-1]
     print(f"indexed {report.count} documents into {args.out} (hybrid: coarse {coarse.name} dim {h.coarse_dim}, "
           f"fine {fine.name} int8, {'no keywords' if h.lexical is None else 'BM25 keywords'}) in "
@@ -139,7 +152,7 @@ def build_hybrid(args, build, reader, stats, start: float) -> int:
     return 0
 
 
-def cmd_search(args) -> int:
+def cmd_search(args: argparse.Namespace) -> int:
     from ..encode.encoder import load
     from ..errors import InputError
     from ..search.index import Index
@@ -157,7 +170,7 @@ def cmd_search(args) -> int:
                 raise InputError(f"{args.index} is a plain index: --rerank live and --fine need a hybrid index")
             index.encoder  # noqa: B018 - load the recorded bundle before the clock starts
             start = time.perf_counter()
-            hits = index.search(args.query, k=args.k, ef=args.candidates)
+            hits = cast("list[Hit]", index.search(args.query, k=args.k, ef=args.candidates))  # a str: one list
             ms = (time.perf_counter() - start) * 1e3
             timings = {"total_ms": round(ms, 3)}
     finally:
@@ -173,7 +186,7 @@ def cmd_search(args) -> int:
     return 0
 
 
-def search_hybrid(args, index) -> tuple[list, dict]:
+def search_hybrid(args: argparse.Namespace, index: Index) -> tuple[list[Hit], dict[str, float]]:
     """Search an open hybrid index with the bundles it records (--fine: another bundle for --rerank live)."""
     from ..encode.encoder import load
     from ..search.hybrid import HybridRetriever

@@ -1,14 +1,21 @@
 """`edgeemb models`: the bundles this machine can load by name, where each lives and what it is."""
 from __future__ import annotations
 
+import argparse
+from typing import TYPE_CHECKING
 
-def add_parsers(sub, export_sub) -> None:
+if TYPE_CHECKING:
+    from .parsers import Subparsers
+
+
+def add_parsers(sub: Subparsers, export_sub: Subparsers) -> None:
     """Register `models`."""
     p = sub.add_parser("models", help="list the bundles loadable by name (built in the cache, installed as wheels)")
     p.set_defaults(func=cmd_models)
 
 
-def cmd_models(args) -> int:
+def cmd_models(args: argparse.Namespace) -> int:
+    """`edgeemb models`: one row per bundle loadable by name, then the defaults not built yet."""
     from ..bundle import read_manifest
     from ..bundle.installed import available_bundles
     from ..errors import BundleError

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from ..errors import BundleError, EdgeembError
+from . import graphcache
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -43,21 +44,56 @@ def session_options(threads: int, arena: bool = True, mem_pattern: bool = True) 
 class OnnxBackend:
     """An onnxruntime InferenceSession on the CPU; its failures become one-line edgeemb errors."""
 
-    def __init__(self, model: Path, threads: int, normalized: bool, arena: bool = True, mem_pattern: bool = True):
+    def __init__(self, model: Path, threads: int, normalized: bool, arena: bool = True, mem_pattern: bool = True,
+                 sha256: str | None = None, full_verify: bool = False):
+        """sha256: the verified sha256 of `model`; given, the session runs graphcache's optimised copy of it
+        (written on the first load), which skips most of the session's creation time."""
+        self.model, self.normalized = model, normalized
+        self.optimized: Path | None = None  # the optimised copy the session runs, if any
+        use_cache = sha256 is not None and graphcache.enabled() and graphcache.eligible(model)
+        copy = graphcache.trusted_copy(sha256, full_verify) if use_cache and sha256 else None
+        if copy is not None:
+            try:
+                self.session = self._session(copy, threads, arena, mem_pattern, optimize=False)
+                self.optimized = copy
+                return
+            except BundleError:
+                pass  # an unreadable copy: build the session from the bundle's graph and write the copy again
+        so = session_options(threads, arena, mem_pattern)
+        tmp = graphcache.save_while_creating(so, sha256) if use_cache and sha256 else None
+        try:
+            self.session = self._create(model, so)
+        finally:
+            if tmp is not None:
+                if hasattr(self, "session"):
+                    graphcache.keep(tmp, sha256 or "")
+                else:
+                    tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _session(model: Path, threads: int, arena: bool, mem_pattern: bool, optimize: bool) -> ort.InferenceSession:
         import onnxruntime as ort
 
-        self.model, self.normalized = model, normalized
+        so = session_options(threads, arena, mem_pattern)
+        if not optimize:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        return OnnxBackend._create(model, so)
+
+    @staticmethod
+    def _create(model: Path, so: ort.SessionOptions) -> ort.InferenceSession:
+        import onnxruntime as ort
+
         try:
-            self.session = ort.InferenceSession(str(model), session_options(threads, arena, mem_pattern),
-                                                providers=["CPUExecutionProvider"])
+            return ort.InferenceSession(str(model), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             raise BundleError(f"{model}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]})") from None
 
     def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run the graph; an onnxruntime failure is an EdgeembError naming the batch size."""
         try:
-            return self.session.run(output_names, feeds)
+            outputs: list[np.ndarray] = self.session.run(output_names, feeds)  # onnxruntime has no stubs: Any
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
             rows = len(next(iter(feeds.values()))) if feeds else 0
             raise EdgeembError(f"onnxruntime failed on a batch of {rows} texts "
                                f"({str(exc).splitlines()[0][:200]})") from None
+        return outputs

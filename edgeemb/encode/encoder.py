@@ -4,9 +4,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from ..bundle import Manifest, open_bundle
 from ..callsite import user_stacklevel
@@ -19,6 +20,8 @@ from .backend import Backend, OnnxBackend
 from .batching import CHARS_PER_TOKEN_CAP, MAX_WINDOWS, Batch, TextTokenizer, check_texts
 
 if TYPE_CHECKING:
+    import onnxruntime as ort
+
     from ..static.words import WordVectors
 
 
@@ -125,7 +128,7 @@ class Encoder:
         if long_text not in ("truncate", "window"):
             raise InputError(f"long_text must be 'truncate' or 'window', got {long_text!r}")
         single = isinstance(texts, str)
-        texts = check_texts([texts] if single else texts)
+        texts = check_texts([texts] if isinstance(texts, str) else texts)  # single, spelled so mypy narrows
         max_tokens = self.max_tokens if max_tokens is None else max_tokens
         if batch_size < 1 or max_tokens < 1:
             raise InputError("batch_size and max_tokens must be positive")
@@ -194,11 +197,11 @@ class Encoder:
         """sentence-transformers' name for the token limit (manifest max_length)."""
         return self.manifest.max_length
 
-    def encode_queries(self, texts: Sequence[str] | str, **kw) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str] | str, **kw: Any) -> np.ndarray:
         """encode() with the bundle's query prompt (instruction models carry their own)."""
         return self.encode(texts, prompt=self.manifest.prompts.get("query") or None, **kw)
 
-    def encode_documents(self, texts: Sequence[str] | str, **kw) -> np.ndarray:
+    def encode_documents(self, texts: Sequence[str] | str, **kw: Any) -> np.ndarray:
         """encode() with the bundle's document prompt."""
         return self.encode(texts, prompt=self.manifest.prompts.get("document") or None, **kw)
 
@@ -214,16 +217,17 @@ class Encoder:
         names = list(enc.tokens) + ([self.tokenizer.tokenizer.id_to_token(eos)] if eos is not None else [])
         return names, tokens[0][batch.attention_mask[0].astype(bool)]
 
-    def similarity(self, a, b) -> np.ndarray | float:
+    def similarity(self, a: str | Sequence[str] | npt.ArrayLike, b: str | Sequence[str] | npt.ArrayLike
+                   ) -> np.ndarray | float:
         """Cosine similarity of texts or vectors (str/list of str are encoded first)."""
         return cosine(self._as_vectors(a), self._as_vectors(b))
 
-    def _as_vectors(self, x) -> np.ndarray:
+    def _as_vectors(self, x: str | Sequence[str] | npt.ArrayLike) -> np.ndarray:
         if isinstance(x, str) or (isinstance(x, (list, tuple)) and x and isinstance(x[0], str)):
             return self.encode(x)
         return np.asarray(x, dtype=np.float32)
 
-    def _layer_index(self, layer: int | str | None) -> int | str | None:
+    def _layer_index(self, layer: int | str | None) -> int | Literal["all"] | None:
         """Where a hidden-state index (or "all") sits in the graph's layer_embeddings output."""
         if layer is None:
             return None
@@ -239,7 +243,7 @@ class Encoder:
     def _embed_batch(self, batch: Batch, normalize: bool, layer_index: int | str | None = None) -> np.ndarray:
         if layer_index is not None:  # layer_embeddings are pooled, never normalised, in the graph
             (vecs,) = self._run(batch, ["layer_embeddings"])
-            vecs = vecs if layer_index == "all" else vecs[:, layer_index]
+            vecs = vecs if isinstance(layer_index, str) else vecs[:, layer_index]  # a str is "all"
             return pooling.finish(vecs, normalize, is_unit=False)
         fused = self.backend.normalized
         if normalize or not fused or "token_embeddings" not in self._outputs:
@@ -274,7 +278,7 @@ class Encoder:
                           f"truncated", TruncationWarning, stacklevel=user_stacklevel())
 
 
-def load(path: str | Path | None = None, threads: int | None = None, verify: bool = True, arena: bool = True,
+def load(path: str | Path | None = None, threads: int | None = None, verify: bool | str = True, arena: bool = True,
          mem_pattern: bool = True, low_memory: bool = False) -> Encoder:
     """Load a bundle folder or .tar archive (None: the embedded default); create its onnxruntime session once.
 
@@ -296,7 +300,8 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
     model = folder / ("model.ort" if "model.ort" in manifest.files else "model.onnx")
     if model.name not in manifest.files:
         raise BundleError(f"{folder / 'edgeemb.json'}: field 'files' lists no model.onnx")
-    backend = OnnxBackend(model, threads, manifest.normalize, arena, mem_pattern)
+    sha = manifest.files[model.name]["sha256"] if verify else None  # unverified: no cached copy keyed by it
+    backend = OnnxBackend(model, threads, manifest.normalize, arena, mem_pattern, sha, full_verify=verify == "full")
     check_graph(folder, manifest, backend.session)
     tok_opts = manifest.tokenizer
     tokenizer = TextTokenizer(folder / tok_opts.get("file", "tokenizer.json"), manifest.max_length,
@@ -319,7 +324,7 @@ def tokenize_chunks(texts: list[str], cap: int) -> Iterator[tuple[int, int]]:
         yield start, len(texts)
 
 
-def check_graph(folder: Path, manifest: Manifest, session) -> None:
+def check_graph(folder: Path, manifest: Manifest, session: ort.InferenceSession) -> None:
     """The manifest must describe the graph: its inputs exist, and `dim` is the width of its pooled outputs."""
     where = folder / "edgeemb.json"
     graph_inputs = {i.name for i in session.get_inputs()}

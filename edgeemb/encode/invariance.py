@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,7 +35,7 @@ class Invariance:
         """Every row bit-identical to its text encoded alone."""
         return self.max_abs_diff == 0.0
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """Figures for a manifest or a JSON report (rounded down so a bound is never overstated)."""
         d = asdict(self)
         d["worst_cosine"] = float(np.floor(self.worst_cosine * 1e7 + 1e-3) / 1e7)  # + float64 noise of 1.0

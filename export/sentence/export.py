@@ -9,11 +9,11 @@ from pathlib import Path
 
 from edgeemb.bundle import sha256_file
 
-from .bundle_writer import finish_manifest, staging
-from .errors import ExportError
-from .onnx_tools import INT8_RECIPE, graph_io, optimize_transformer, quantize, step
-from .parity import PARITY_BOUNDS, check_parity, parity_sentences
-from .quantization import canonical
+from ..common.errors import ExportError
+from ..common.onnx_tools import INT8_RECIPE, graph_io, optimize_transformer, quantize, step
+from ..common.parity import PARITY_BOUNDS, check_parity, parity_sentences
+from ..common.quantization import canonical
+from ..common.staging import finish_manifest, staging
 
 POOLING_KEYS = {  # 1_Pooling/config.json flag -> edgeemb pooling name
     "pooling_mode_mean_tokens": "mean",

@@ -1,7 +1,4 @@
-"""Word vector files (word2vec binary/text, GloVe, fastText .vec/.bin) to static bundles: sniff, read, check, write.
-
-Over 400 lines: four readers and the bundle writer; the split into export/static/ (readers, bundle) is the open
-part of issue #12.
+"""Word vector files (word2vec binary/text, GloVe, fastText .vec/.bin): sniff the dialect, read, count problems.
 
 Problems in the input either stop the export with a message naming the line or word (ragged rows, a header
 that disagrees with the rows, truncated binaries, an empty vocabulary) or are counted, warned about and
@@ -18,21 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeemb.bundle import sha256_file
 from edgeemb.progress import Progress
-from edgeemb.static.backend import NGRAM_SCALES, NGRAMS, SCALES, VECTORS, WEIGHTS
 
-from .bundle_writer import finish_manifest, staging
-from .errors import ExportError
+from ..common.errors import ExportError
+from .options import FORMATS, LOWERCASE
 
-FORMATS = ("word2vec-bin", "word2vec-text", "glove", "fasttext-vec", "fasttext-bin")
-QUANTIZE_CHOICES = ("none", "fp16", "int8")  # the shared vocabulary (export/quantization.py); fp32 = none
-QUANTIZATION_NAMES = {"fp32": "none", "none": "none", "fp16": "fp16", "int8": "int8"}
-SIF_A = 1e-4  # SIF's a (Arora et al. 2017); model2vec's default
-MAX_LENGTH = 512  # tokens per text; model2vec's default cut
-UNK = "[UNK]"
 HEADER = re.compile(rb"^\s*(\d+)\s+(\d+)\s*$")
-CJK = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0002ffff]")
 
 
 class StaticInputWarning(UserWarning):
@@ -275,7 +263,7 @@ def _warn(path: Path, notes: dict[str, int], examples: dict[str, str]) -> None:
 
 def apply_lowercase(wv: WordVectors, lowercase: str, path: Path) -> bool:
     """auto: lowercase when no word has an uppercase letter; yes: lowercase and merge words that collide."""
-    if lowercase not in ("auto", "yes", "no"):
+    if lowercase not in LOWERCASE:
         raise ExportError(f"--lowercase must be auto, yes or no, got {lowercase!r}")
     has_upper = any(w != w.lower() for w in wv.words)
     if lowercase == "no" or (lowercase == "auto" and has_upper):
@@ -296,143 +284,3 @@ def apply_lowercase(wv: WordVectors, lowercase: str, path: Path) -> bool:
             wv.notes["case_merged"] = len(merged)
             _warn(path, {"case_merged": len(merged)}, {"case_merged": merged[0]})
     return True
-
-
-def segmentation_for(words: list[str]) -> str:
-    """'longest-match' when at least a fifth of the vocabulary is CJK (no spaces between words), else 'words'."""
-    cjk = sum(1 for w in words if CJK.search(w))
-    return "longest-match" if cjk * 5 >= len(words) else "words"
-
-
-def build_tokenizer(words: list[str], segmentation: str, lowercase: bool):
-    """A tokenizers.Tokenizer over the vocabulary: id i is words[i], the unknown token is id len(words).
-
-    words: WordLevel after splitting on whitespace and punctuation runs (English and other spaced scripts).
-    longest-match: Unigram with equal piece scores after splitting on whitespace and punctuation, i.e. the
-    segmentation into the fewest vocabulary pieces (maximal matching; ties go to more frequent pieces). Unlike
-    WordPiece's greedy match it never turns a whole phrase into [UNK] for one unknown character: only the
-    unknown run is skipped. Single-character vocabularies segment into characters.
-    """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
-
-    unk = UNK
-    taken = set(words)
-    while unk in taken:
-        unk = f"[{unk}]"
-    if segmentation == "words":
-        vocab = {w: i for i, w in enumerate(words)}
-        vocab[unk] = len(words)
-        tok = Tokenizer(models.WordLevel(vocab, unk_token=unk))
-        tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    elif segmentation == "longest-match":
-        n = len(words)
-        pieces = [(w, -1.0 - 0.01 * i / n) for i, w in enumerate(words)] + [(unk, 0.0)]
-        tok = Tokenizer(models.Unigram(pieces, unk_id=n, byte_fallback=False))
-        tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
-    else:
-        raise ExportError(f"unknown segmentation {segmentation!r}; expected words or longest-match")
-    if lowercase:
-        tok.normalizer = normalizers.Lowercase()
-    return tok
-
-
-def quantize_rows(x: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """fp32/none: as is; fp16: half floats; int8: symmetric per-row scales (max |v| maps to 127)."""
-    how = QUANTIZATION_NAMES.get(how, how)
-    if how == "none":
-        return np.ascontiguousarray(x, np.float32), None
-    if how == "fp16":
-        if np.abs(x).max(initial=0) > 65504:
-            raise ExportError("vectors exceed the float16 range; use --quantize int8 or fp32")
-        return x.astype(np.float16), None
-    if how == "int8":
-        scales = (np.abs(x).max(axis=1) / 127).astype(np.float32)
-        safe = np.where(scales > 0, scales, 1)
-        q = np.clip(np.rint(x / safe[:, None]), -127, 127).astype(np.int8)
-        return q, scales
-    raise ExportError(f"unknown quantization {how!r}; expected one of {', '.join(QUANTIZE_CHOICES)}")
-
-
-def quantization_parity(x: np.ndarray, q: np.ndarray, scales: np.ndarray | None) -> dict:
-    """Row cosine of the stored table against the source vectors (fp32)."""
-    deq = q.astype(np.float32) * (scales[:, None] if scales is not None else 1)
-    na, nb = np.linalg.norm(x, axis=1), np.linalg.norm(deq, axis=1)
-    ok = (na > 0) & (nb > 0)
-    cos = (x[ok] * deq[ok]).sum(1) / (na[ok] * nb[ok]) if ok.any() else np.ones(1)
-    return {"reference": "source vectors (fp32)", "n": int(ok.sum()), "cosine_min": round(float(cos.min()), 6),
-            "cosine_mean": round(float(cos.mean()), 6)}
-
-
-def sif_weights(n: int, counts: np.ndarray | None = None, a: float = SIF_A) -> np.ndarray:
-    """SIF weights a / (a + p(w)); p from counts, else Zipf's law over the rank (model2vec's estimate)."""
-    if counts is not None and counts.sum() > 0:
-        p = counts.astype(np.float64) / counts.sum()
-    else:
-        inv = 1.0 / np.arange(2, n + 2, dtype=np.float64)
-        p = inv / inv.sum()
-    return (a / (a + p)).astype(np.float32)
-
-
-def write_static_bundle(folder: Path, vectors: np.ndarray, tokenizer, quantization: str, *, name: str,
-                        unk_id: int, pooling: str, weights: np.ndarray | None, options: dict, source: dict,
-                        ngrams: np.ndarray | None = None) -> None:
-    """Write vectors (+ scales, weights, n-grams), tokenizer.json and edgeemb.json into a staging folder."""
-    quant = QUANTIZATION_NAMES.get(quantization)
-    if quant is None:
-        raise ExportError(f"unknown quantization {quantization!r}; expected one of {', '.join(QUANTIZE_CHOICES)}")
-    q, scales = quantize_rows(vectors, quant)
-    np.save(folder / VECTORS, q)
-    files = [VECTORS]
-    if scales is not None:
-        np.save(folder / SCALES, scales)
-        files.append(SCALES)
-    if weights is not None:
-        np.save(folder / WEIGHTS, weights.astype(np.float32))
-        files.append(WEIGHTS)
-    if ngrams is not None:
-        nq, nscales = quantize_rows(ngrams, quant)
-        np.save(folder / NGRAMS, nq)
-        files.append(NGRAMS)
-        if nscales is not None:
-            np.save(folder / NGRAM_SCALES, nscales)
-            files.append(NGRAM_SCALES)
-    tokenizer.no_padding()
-    tokenizer.no_truncation()
-    tokenizer.save(str(folder / "tokenizer.json"))
-    files.append("tokenizer.json")
-    dim = int(vectors.shape[1])
-    options = {"backend": "numpy", "vocab_size": int(vectors.shape[0]), "unk_id": int(unk_id),
-               "sif_a": SIF_A if weights is not None else None, **options}
-    finish_manifest(folder, files, name=name, kind="static", dim=dim, max_length=MAX_LENGTH, pooling=pooling,
-                    normalize=True, quantization=quant, inputs=["input_ids", "attention_mask"],
-                    outputs={"sentence_embedding": ["batch", dim]}, source=source,
-                    tokenizer={"file": "tokenizer.json", "pad_id": int(unk_id), "padding_side": "right"},
-                    options=options, parity=quantization_parity(vectors, q, scales))
-
-
-def export_static(src: str | Path, out: str | Path, fmt: str | None = None, quantization: str = "int8",
-                  max_vocab: int | None = None, lowercase: str = "auto", name: str | None = None,
-                  pooling: str = "sif", segmentation: str = "auto", force: bool = False,
-                  show_progress: bool = True) -> Path:
-    """Convert a word-vector file to a static bundle (numpy gather backend); returns the bundle folder."""
-    src, out = Path(src), Path(out)
-    if pooling not in ("sif", "mean"):
-        raise ExportError(f"--pooling must be sif or mean, got {pooling!r}")
-    if QUANTIZATION_NAMES.get(quantization) is None:
-        raise ExportError(f"unknown quantization {quantization!r}; expected one of {', '.join(QUANTIZE_CHOICES)}")
-    fmt, wv = read_vectors(src, fmt, max_vocab, show_progress)
-    lower = apply_lowercase(wv, lowercase, src)
-    seg = segmentation_for(wv.words) if segmentation == "auto" else segmentation
-    words = wv.words
-    tokenizer = build_tokenizer(words, seg, lower)
-    weights = sif_weights(len(words), wv.counts) if pooling == "sif" else None
-    options = {"lowercase": lower, "segmentation": seg, "weights_from": None if weights is None else
-               ("counts" if wv.counts is not None else "rank")}
-    if wv.ngrams is not None:
-        options["subwords"] = {"minn": wv.minn, "maxn": wv.maxn, "bucket": len(wv.ngrams)}
-    source = {"name": src.name, "format": fmt, "files": {src.name: sha256_file(src)}, "read": wv.notes}
-    with staging(out, force) as folder:
-        write_static_bundle(folder, wv.vectors, tokenizer, quantization, name=name or f"{src.stem}-{quantization}",
-                            unk_id=len(words), pooling=pooling, weights=weights, options=options, source=source,
-                            ngrams=wv.ngrams)
-    return out

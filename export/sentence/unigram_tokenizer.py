@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 
-from .errors import ExportError
+from ..common.errors import ExportError
 from .spm_charsmap import compile_charsmap
 
 METASPACE = "\u2581"

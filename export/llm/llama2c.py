@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ExportError
+from ..common.errors import ExportError
 
 HEADER_FIELDS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
 LLAMA2C_MAGIC = 0x616B3432  # "ak42": the versioned llama2.c export formats, not read here

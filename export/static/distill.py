@@ -16,11 +16,11 @@ import numpy as np
 from edgeemb.bundle import sha256_file
 from edgeemb.progress import Progress
 
-from .bundle_writer import staging
-from .errors import ExportError
-from .onnx_tools import step
-from .sentence import read_sentence_config
-from .static import sif_weights, write_static_bundle
+from ..common.errors import ExportError
+from ..common.onnx_tools import step
+from ..common.staging import staging
+from ..sentence.export import read_sentence_config
+from .bundle import sif_weights, write_static_bundle
 
 DEFAULT_DIMS = 256
 SKIP_TOKENS = re.compile(r"\[unused\d+\]")  # BERT's placeholder tokens, never produced by the tokenizer

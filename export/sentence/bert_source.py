@@ -11,7 +11,7 @@ import numpy as np
 
 from edgeemb.bundle import sha256_file
 
-from .errors import ExportError
+from ..common.errors import ExportError
 
 # E5S1 tensor name -> BertModel state-dict name ({i}: layer)
 E5_EMBEDDINGS = {"emb.word": "embeddings.word_embeddings.weight",
@@ -111,16 +111,9 @@ def from_e5s1(path: Path) -> BertSource:
                                                                    "vocab", "max_positions", "type_vocab", "eps")}})
 
 
-def _gguf_meta(g, key: str, default: Any = None) -> Any:
-    value = g.metadata.get(f"bert.{key}", default)
-    if value is None:
-        raise ExportError(f"{g.path}: metadata bert.{key} is missing")
-    return value
-
-
 def from_gguf_bert(path: Path) -> BertSource:
     """A llama.cpp `bert` GGUF (token_embd, position_embd, token_types, blk.N.attn_q/k/v/output, ...)."""
-    from .gguf import BLOCK_TYPES, read_gguf
+    from ..common.gguf import BLOCK_TYPES, read_gguf
 
     g = read_gguf(path)
     arch = g.metadata.get("general.architecture")
@@ -131,7 +124,7 @@ def from_gguf_bert(path: Path) -> BertSource:
         raise ExportError(f"{path}: fused attn_qkv tensors are not supported (split attn_q/attn_k/attn_v)")
     if g.metadata.get("bert.attention.causal"):
         raise ExportError(f"{path}: bert.attention.causal is true; a causal BERT is not a sentence encoder")
-    layers = int(_gguf_meta(g, "block_count"))
+    layers = int(g.arch_meta("block_count", arch="bert"))
     names = {f"{k}.{p}": f"{v}.{p}" for k, v in GGUF_EMBEDDINGS.items() for p in ("weight", "bias")
              if f"{k}.{p}" in g.tensors}
     for i in range(layers):
@@ -148,11 +141,11 @@ def from_gguf_bert(path: Path) -> BertSource:
     if "embeddings.token_type_embeddings.weight" not in weights:  # no type table: one all-zero type row
         weights["embeddings.token_type_embeddings.weight"] = np.zeros((1, hidden), np.float32)
     types = weights["embeddings.token_type_embeddings.weight"].shape[0]
-    heads = int(_gguf_meta(g, "attention.head_count"))
-    ffn = int(_gguf_meta(g, "feed_forward_length"))
-    if int(_gguf_meta(g, "embedding_length")) != hidden:
+    heads = int(g.arch_meta("attention.head_count", arch="bert"))
+    ffn = int(g.arch_meta("feed_forward_length", arch="bert"))
+    if int(g.arch_meta("embedding_length", arch="bert")) != hidden:
         raise ExportError(f"{path}: bert.embedding_length disagrees with token_embd ({hidden} columns)")
-    eps = float(_gguf_meta(g, "attention.layer_norm_epsilon", 1e-12))
+    eps = float(g.arch_meta("attention.layer_norm_epsilon", 1e-12, "bert"))
     tokenizer, pad_id, special = gguf_tokenizer(g)
     if tokenizer.get_vocab_size(with_added_tokens=True) > vocab:
         raise ExportError(f"{path}: {tokenizer.get_vocab_size()} tokenizer tokens but token_embd has {vocab} rows")

@@ -29,6 +29,19 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1)
 
 
+def cosine_figures(cos: np.ndarray) -> dict[str, float]:
+    """Min and mean of row cosines, rounded as every manifest's parity record keeps them."""
+    return {"cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6)}
+
+
+def shortfall(figures: dict, bounds: tuple[float, float]) -> str | None:
+    """'cosine min M / mean A vs required X / Y' when the figures miss the (min, mean) bounds, else None."""
+    if figures["cosine_min"] < bounds[0] or figures["cosine_mean"] < bounds[1]:
+        return (f"cosine min {figures['cosine_min']} / mean {figures['cosine_mean']} "
+                f"vs required {bounds[0]} / {bounds[1]}")
+    return None
+
+
 def reference_sentence_transformers(src: Path, texts: list[str], batch_size: int = 32) -> np.ndarray:
     """Embeddings of the source model in torch fp32 via sentence-transformers."""
     from sentence_transformers import SentenceTransformer
@@ -46,8 +59,8 @@ def check_parity(bundle: Path, src: Path, texts: list[str], bounds: tuple[float,
     cos = cosine_rows(got, ref)
     figures = {"reference": "sentence-transformers (torch fp32)", "n": len(texts),
                "texts": "edgeemb sample corpus + demo queries (en/zh)",
-               "cosine_min": round(float(cos.min()), 6), "cosine_mean": round(float(cos.mean()), 6)}
-    if bounds and (figures["cosine_min"] < bounds[0] or figures["cosine_mean"] < bounds[1]):
-        raise ExportError(f"parity check failed: cosine min {figures['cosine_min']} / mean {figures['cosine_mean']} "
-                          f"vs required {bounds[0]} / {bounds[1]}")
+               **cosine_figures(cos)}
+    miss = shortfall(figures, bounds) if bounds else None
+    if miss:
+        raise ExportError(f"parity check failed: {miss}")
     return figures

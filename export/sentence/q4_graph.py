@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ExportError
-from .ggml_blocks import QK, q4_0_to_gather, q4_0_to_nbits
+from ..common.errors import ExportError
+from ..common.ggml_blocks import QK, q4_0_to_gather, q4_0_to_nbits
 
 MS_DOMAIN = "com.microsoft"
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ExportError
-from .ggml_blocks import Q4_0_BYTES, QK, dequantize_q4_0
+from ..common.errors import ExportError
+from ..common.ggml_blocks import Q4_0_BYTES, QK, dequantize_q4_0
 
 MAGIC = b"E5S1"
 VERSIONS = (1,)

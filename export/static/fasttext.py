@@ -14,7 +14,7 @@ import numpy as np
 from edgeemb.progress import Progress
 from edgeemb.static.subwords import subword_buckets
 
-from .errors import ExportError
+from ..common.errors import ExportError
 
 FASTTEXT_MAGIC = 793712314
 VERSIONS = (11, 12)

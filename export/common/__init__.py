@@ -1,0 +1,1 @@
+"""Shared by every exporter: staging and manifests, ONNX tools, parity, the quantisation vocabulary, errors."""

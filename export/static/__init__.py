@@ -1,0 +1,1 @@
+"""Static bundles: word-vector file readers, the table bundle writer, and model2vec-style distillation."""
