@@ -21,7 +21,8 @@ from stub_encoders import StubEncoder, make_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 COARSE, FINE = StubEncoder(dim=16, salt=1, name="coarse"), StubEncoder(dim=48, salt=2, name="fine")
-TIMINGS = {"coarse_encode_ms", "fine_encode_ms", "ann_ms", "rerank_ms", "fetch_ms", "total_ms", "candidates", "lexical_ms", "lexical_candidates"}
+TIMINGS = {"coarse_encode_ms", "fine_encode_ms", "ann_ms", "rerank_ms", "fetch_ms", "total_ms", "candidates", "lexical_ms",
+           "lexical_candidates", "bits_ms", "bits_candidates"}
 
 
 def build(path=None, n: int = 300, **kw) -> tuple[HybridRetriever, list[str]]:

@@ -62,14 +62,16 @@ for step in range(1, 10**6):
 
 
 def check_hybrid(path: Path, acked: dict[str, int], pending: dict | None) -> dict[str, int]:
-    """Reopen; the store must hold the acknowledged state (± the in-flight op) and so must the keyword index."""
+    """Reopen; the store must hold the acknowledged state (± the in-flight op) and so must the keyword index and
+    the fine bits."""
     with HybridRetriever(COARSE, FINE, path) as h:
         stored = stored_state(path)
         state = {i: v for i, (v, _, _) in stored.items()}
         allowed = [acked] + ([apply(acked, pending)] if pending else [])
         assert state in allowed, f"store differs from the acknowledged state (pending {pending and pending['op']})"
-        assert len(h) == len(h.lexical) == len(state)
+        assert len(h) == len(h.lexical) == len(h.bits) == len(state)
         labels = h.index.store.labels_of(list(stored))
+        assert sorted(h.bits.labels().tolist()) == sorted(labels.values())  # the fine bits: the store's labels
         for doc_id, (v, got, _) in stored.items():
             assert got == text(doc_id, v)
             found, _ = h.lexical.search(text(doc_id, v).split()[2], 3)
@@ -78,6 +80,7 @@ def check_hybrid(path: Path, acked: dict[str, int], pending: dict | None) -> dic
                 assert h.lexical.search(text(doc_id, 0).split()[2], 3)[0].size == 0
             hit = h.search(text(doc_id, v), k=1, candidates=4)[0]
             assert hit.id == doc_id and hit.score > 0.99
+            assert h.search(text(doc_id, v), k=1, candidates=4, split=(0, 1, 0))[0].id == doc_id  # bits alone
     return state
 
 

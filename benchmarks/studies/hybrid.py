@@ -11,6 +11,10 @@ Stages:
            after the queries; end-to-end latency on one thread
   scale    resident bytes per document of an HNSW graph by dimension (synthetic vectors, fresh workers), the
            model memory of each bundle, and the largest index that fits in 500 MB
+  bits     the fine model's sign bits as a third recall source (issue #16): SciFact nDCG@10 and paraphrase
+           agreement@10 with exact MiniLM (held-out en_corpus sentences as queries) for each candidate split
+           (keywords / bits / coarse), then, per split, a fresh worker per index: open time (bits derived from
+           fine.i8), p50/p95 at N=100 and whole-process peak RSS. Run it pinned: `taskset -c 1 ...`
 Results go to <bench cache>/hybrid/results.json; `--stage report` prints markdown tables from it.
 """
 from __future__ import annotations
@@ -34,6 +38,9 @@ N_QUERIES = 200
 QUERY_ROWS = 160_000  # held-out en_corpus rows used as queries
 LIVE_QUERIES = 5
 SCALE_DIMS = (64, 128, 256, 384, 768, 896, 2048)
+SPLITS = {"kw+coarse (before)": (0.5, 0.0, 0.5), "kw+bits": (0.5, 0.5, 0.0), "kw+bits+coarse": (0.4, 0.4, 0.2),
+          "kw 0.25+bits 0.75": (0.25, 0.75, 0.0), "kw 0.75+bits 0.25": (0.75, 0.25, 0.0), "bits alone": (0.0, 1.0, 0.0)}
+BITS_N = (50, 100, 200)
 
 
 def work_dir() -> Path:
@@ -183,18 +190,21 @@ def op_open_encoders(state: dict, fine: str, coarse: str | None, queries: list[s
     return {"enc_lat": ms}
 
 
-def op_open_index(state: dict, path: str) -> dict:
-    """Worker op: open a plain or hybrid index read-only with the loaded encoders."""
+def op_open_index(state: dict, path: str, split: list[float] | None = None) -> dict:
+    """Worker op: open a plain or hybrid index read-only with the loaded encoders (split: the hybrid's
+    candidate shares, None for its default)."""
     from edgeemb import HybridRetriever, Index
 
     t = time.perf_counter()
+    bits_s = None
     if state["coarse"] is not None:
         h = HybridRetriever(state["coarse"], state["fine"], path, read_only=True)
-        state["search"] = lambda q, n: h.search(q, k=10, candidates=n)
+        state["search"] = lambda q, n: h.search(q, k=10, candidates=n, split=split)
+        bits_s = h.bits_open_s
     else:
         ix = Index.open(path, state["fine"], read_only=True)
         state["search"] = lambda q, n: ix.search(q, k=10, ef=max(n, 64))
-    return {"open_s": time.perf_counter() - t}
+    return {"open_s": time.perf_counter() - t, "bits_open_s": bits_s}
 
 
 def op_search(state: dict, queries: list[str], n: int) -> dict:
@@ -231,7 +241,7 @@ def measure(kind: str, path: Path, args, queries: list[str]) -> dict:
     return {"mem_kb": mem, **out}
 
 
-def build_indexes(args, coarse, fine) -> dict[str, Path]:
+def build_indexes(args, coarse, fine, plain_too: bool = True) -> dict[str, Path]:
     from edgeemb import HybridRetriever, Index
 
     n = args.docs
@@ -240,7 +250,7 @@ def build_indexes(args, coarse, fine) -> dict[str, Path]:
     folders, builds = {}, hybrid_report.load_results(results_file()).get("en_build", {})
     tag = f"en{n // 1000}k"
     plain = work_dir() / f"{tag}_minilm"
-    if not (plain / "docs.sqlite").is_file() or args.rebuild:
+    if plain_too and (not (plain / "docs.sqlite").is_file() or args.rebuild):
         shutil.rmtree(plain, ignore_errors=True)
         s = time.perf_counter()
         with Index.create(plain, fine, capacity=n, threads=args.threads, bundle_ref=args.fine) as ix:
@@ -248,7 +258,8 @@ def build_indexes(args, coarse, fine) -> dict[str, Path]:
                 ix.add_vectors(fv[lo:lo + 10_000], texts[lo:lo + 10_000], ids[lo:lo + 10_000])
         builds["minilm"] = round(time.perf_counter() - s, 1)
         log(f"built {plain} in {builds['minilm']} s")
-    folders["minilm"] = plain
+    if plain_too:
+        folders["minilm"] = plain
     for cdim in [d for d in args.coarse_dims if d <= coarse.dim]:
         folder = work_dir() / f"{tag}_hybrid{cdim}"
         if not (folder / "docs.sqlite").is_file() or args.rebuild:
@@ -299,6 +310,117 @@ def stage_memory(args) -> None:
         log(f"{name}: index RSS {r['index_rss_mb']} MB (anon {r['index_anon_mb']}, file {r['index_file_mb']}), "
             f"p95 {r['latency_n100']['p95']} ms, agreement {r['agree_at_10_with_minilm_exact']}")
     save_results("en_index", out)
+
+
+# -- stage: bits (the fine model's sign bits as a recall source) ------------------------------------------------
+class MemoQueries:
+    """An encoder whose single-query encodings are remembered: the quality grid asks each query many times
+    (queries are encoded alone either way, so the vectors are the same)."""
+
+    def __init__(self, enc) -> None:
+        self.enc, self.manifest, self.dim, self.path = enc, enc.manifest, enc.dim, enc.path
+        self.memo: dict[str, np.ndarray] = {}
+
+    def encode_queries(self, texts, **kw) -> np.ndarray:
+        if len(texts) != 1:
+            return self.enc.encode_queries(texts, **kw)
+        if texts[0] not in self.memo:
+            self.memo[texts[0]] = self.enc.encode_queries(texts, **kw)
+        return self.memo[texts[0]]
+
+    def encode_documents(self, texts, **kw) -> np.ndarray:
+        return self.enc.encode_documents(texts, **kw)
+
+
+def bits_scifact(args, coarse, fine, out: dict) -> None:
+    """SciFact nDCG@10 as % of exact MiniLM per coarse dim, split and N (into out["scifact"])."""
+    from edgeemb import HybridRetriever
+    from edgeemb.eval.metrics import ndcg_at_k
+
+    # SciFact: nDCG@10 as % of exact MiniLM, per coarse dim, split and N
+    sf = data.scifact("test")
+    ids, docs = data.scifact_corpus()
+    cv, fv = (vectors("scifact_corpus", b, len(docs), args.threads) for b in (args.coarse, args.fine))
+    qids = list(sf.queries)
+    queries = [sf.queries[q] for q in qids]
+    qf = np.stack([fine.encode_queries([q])[0] for q in queries])
+    unit = fv / np.linalg.norm(fv, axis=1, keepdims=True)
+    exact_rank = [[ids[i] for i in row] for row in np.argsort(-(qf @ unit.T), axis=1)[:, :10]]
+
+    def ndcg(rankings: list[list[str]]) -> float:
+        return float(np.mean([ndcg_at_k(r, sf.qrels[q], 10) for q, r in zip(qids, rankings)]) * 100)
+
+    exact = ndcg(exact_rank)
+    out["scifact"]["exact_ndcg10"] = round(exact, 2)
+    tmp = work_dir() / "tmp_bits"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for cdim in [d for d in args.coarse_dims if d <= coarse.dim]:
+        with HybridRetriever(coarse, fine, tmp / f"sf{cdim}", coarse_dim=cdim, threads=args.threads) as h:
+            h.add_vectors(cv, fv, docs, ids=ids)
+            h.search(queries[0], k=10)  # warm-up
+            for name, split in SPLITS.items():
+                for n in BITS_N:
+                    score = ndcg([[x.id for x in h.search(q, k=10, candidates=n, split=split)] for q in queries])
+                    out["scifact"].setdefault(str(cdim), {}).setdefault(name, {})[str(n)] = {
+                        "ndcg10": round(score, 2), "kept_pct": round(100 * score / exact, 2)}
+                    log(f"scifact dim {cdim} {name} N={n}: {score:.2f} ({100 * score / exact:.1f}% of exact)")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def stage_bits(args) -> None:
+    from edgeemb import HybridRetriever
+
+    coarse, fine = (MemoQueries(e) for e in encoders(args, threads=1))
+    out: dict = {"splits": {k: list(v) for k, v in SPLITS.items()}, "n": list(BITS_N), "scifact": {}, "en": {}}
+    if args.bits_part != "cost":
+        bits_scifact(args, coarse, fine, out)
+    # en_corpus: agreement@10 with exact MiniLM on held-out sentences, per split and N (in process)
+    folders = build_indexes(args, coarse, fine, plain_too=False)
+    en_q = data.sentences("en_corpus", QUERY_ROWS, N_QUERIES)
+    env = vectors("en_corpus", args.fine, args.docs, args.threads)
+    qv = np.stack([fine.encode_queries([q])[0] for q in en_q])
+    truth = [{f"en-{i}" for i in row} for row in np.argsort(-(qv @ env.T), axis=1)[:, :10]]
+
+    def agreement(rankings) -> float:
+        return round(float(np.mean([len(e & set(got)) / 10 for e, got in zip(truth, rankings)])), 3)
+
+    for name, folder in (folders.items() if args.bits_part != "cost" else ()):
+        with HybridRetriever(coarse, fine, folder, read_only=True) as h:
+            out["en"].setdefault(name, {})["bits_open_s"] = round(h.bits_open_s, 3)
+            out["en"][name]["bits_mb"] = round(h.bits.nbytes / 2**20, 2)
+            for split_name, split in SPLITS.items():
+                for n in BITS_N:
+                    got = agreement([[x.id for x in h.search(q, k=10, candidates=n, split=split)] for q in en_q])
+                    out["en"][name].setdefault("agreement", {}).setdefault(split_name, {})[str(n)] = got
+                    log(f"en {name} {split_name} N={n}: agreement@10 {got}")
+    if args.bits_part != "cost":
+        save_results("bits_quality", out)
+    # latency and memory: a fresh, pinned worker per index and split (before / after), N=100
+    cost: dict = {}
+    for name, folder in folders.items():
+        for split_name in args.bits_cost_splits:
+            w = Worker(sys.executable, f"bits {name}", Limits(), env={"OMP_NUM_THREADS": "1"}).start()
+            try:
+                w.call("import", modules=["edgeemb", "edgeemb.search.index", "edgeemb.search.hybrid"])
+                w.call(op_open_encoders, fine=args.fine, coarse=args.coarse, queries=en_q[:20])
+                enc = probes.resident_kb(w.pid)
+                opened = w.call(op_open_index, path=str(folder), split=list(SPLITS[split_name]))
+                after_open = probes.resident_kb(w.pid)
+                r = w.call(op_search, queries=en_q, n=100)
+                done = probes.resident_kb(w.pid)
+            finally:
+                w.stop()
+            cost.setdefault(name, {})[split_name] = {
+                "open_s": round(opened["open_s"], 3), "bits_open_s": round(opened["bits_open_s"], 3),
+                "open_rss_mb": round((after_open["VmRSS"] - enc["VmRSS"]) / 1024, 1),
+                "index_rss_mb": round((done["VmRSS"] - enc["VmRSS"]) / 1024, 1),
+                "peak_rss_mb": round(done["VmHWM"] / 1024, 1), "latency": summarize(r["ms"]),
+                "agreement": agreement(r["ids"]), "stages_p50_ms": {k: round(x, 3) for k, x in r["stages"].items()},
+                "load_average": probes.load_average()}
+            c = cost[name][split_name]
+            log(f"{name} {split_name}: open {c['open_s']} s (bits {c['bits_open_s']} s), p50 {c['latency']['p50']:.2f}"
+                f" p95 {c['latency']['p95']:.2f} ms, peak {c['peak_rss_mb']} MB, load {c['load_average']}")
+    save_results("bits_cost", cost)
 
 
 # -- stage: scale -------------------------------------------------------------------------------------------
@@ -364,7 +486,7 @@ def bundle_info(bundle: str) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--stage", default="all", choices=("all", "embed", "scifact", "memory", "scale", "report"))
+    p.add_argument("--stage", default="all", choices=("all", "embed", "scifact", "memory", "scale", "bits", "report"))
     p.add_argument("--coarse", default="default-static")
     p.add_argument("--fine", default="default")
     p.add_argument("--coarse-dims", type=int, nargs="+", default=[256, 128])
@@ -374,6 +496,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--ef-mults", type=int, nargs="+", default=[0],
                    help="scifact: HNSW ef = mult x N for each mult (0: the library default, N + min(N, 200))")
     p.add_argument("--scale-bundles", nargs="+", default=["default-static", "default"])
+    p.add_argument("--bits-cost-splits", nargs="+", default=["kw+coarse (before)", "kw+bits"], choices=list(SPLITS),
+                   help="bits: the splits whose latency and memory are measured in fresh workers")
+    p.add_argument("--bits-part", default="both", choices=("both", "cost"),
+                   help="bits: 'cost' measures only latency and memory (the quality grid is kept)")
     args = p.parse_args(argv)
     if args.stage == "report":
         print(hybrid_report.report(hybrid_report.load_results(results_file()), CANDIDATES), end="")

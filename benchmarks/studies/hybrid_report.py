@@ -19,6 +19,8 @@ def report(res: dict, candidates: tuple[int, ...]) -> str:
         lines += _memory(res["en_index"], candidates)
     if res.get("scale"):
         lines += _scale(res["scale"])
+    if res.get("bits_quality"):
+        lines += _bits(res["bits_quality"], res.get("bits_cost") or {})
     for stage, m in (res.get("machine") or {}).items():
         lines.append(f"- {stage}: measured on {m.get('cpu')}, load average {m.get('load_average')}")
     return "\n".join(lines) + "\n"
@@ -97,3 +99,30 @@ def _scale(sc: dict) -> list[str]:
     out += [f"- {b}: {m['name']} ({m['kind']}, dim {m['dim']}): runtime {m['base_rss_mb']} MB + model "
             f"{m['model_rss_mb']} MB" for b, m in sc["models"].items()]
     return out + [""]
+
+
+def _bits(q: dict, cost: dict) -> list[str]:
+    """Fine bits as a recall source: quality per split and N, then cost per index and split (N=100)."""
+    ns = [str(n) for n in q["n"]]
+    out = [(f"SciFact nDCG@10 (% of MiniLM exact, {q['scifact']['exact_ndcg10']}) and en_corpus agreement@10 "
+            "with MiniLM exact, per candidate split (keywords / bits / coarse) and N"), "",
+           "| index | split | " + " | ".join(f"SciFact N={n}" for n in ns) + " | "
+           + " | ".join(f"agreement N={n}" for n in ns) + " |", "|---|---|" + "---|" * (2 * len(ns))]
+    for name, en in q["en"].items():
+        cdim = name.removeprefix("hybrid")
+        sf = q["scifact"].get(cdim, {})
+        for split, agree in en["agreement"].items():
+            cells = [f"{sf[split][n]['ndcg10']} ({sf[split][n]['kept_pct']}%)" if split in sf else "–" for n in ns]
+            out.append(f"| {name} | {split} {tuple(q['splits'][split])} | " + " | ".join(cells) + " | "
+                       + " | ".join(str(agree[n]) for n in ns) + " |")
+    out.append("")
+    if cost:
+        out += [("| index | split | open s (bits s) | index RSS MB after open / queries | whole-process peak MB | "
+                 "p50 ms | p95 ms | agreement@10 | load average |"), "|---|---|---|---|---|---|---|---|---|"]
+        for name, splits in cost.items():
+            for split, c in splits.items():
+                out.append(f"| {name} | {split} | {c['open_s']} ({c['bits_open_s']}) | {c['open_rss_mb']} / "
+                           f"{c['index_rss_mb']} | {c['peak_rss_mb']} | {c['latency']['p50']:.2f} | "
+                           f"{c['latency']['p95']:.2f} | {c['agreement']} | {c['load_average']} |")
+        out.append("")
+    return out

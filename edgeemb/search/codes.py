@@ -9,6 +9,7 @@ the label), keeping `candidates`; (2) the float query against those documents' b
 I/O), keeping `rescore`; (3) the float query against their int8 rows (a float32 scale and dim int8 values per
 row), read with pread from `rows.<epoch>.i8`, so they never count in the process's RSS. Optionally (4) the best
 `exact_top` are scored again with float vectors from a callback (e.g. DocStore.vectors) for exact cosines.
+Stages 1 and 2 are signbits.py's kernels, which the hybrid retriever's fine bits (finebits.py) share.
 
 Files, inside the index folder:
   codes.<generation>.bin  snapshot, written whole (temp file, fsync, rename, fsync of the folder): header, labels,
@@ -38,6 +39,15 @@ import numpy as np
 from ..atomic import atomic_writer, fsync_dir
 from ..errors import IndexStoreError, InputError
 from .int8rows import quantize, row_dtype
+from .signbits import (
+    SCAN_BLOCK,  # noqa: F401  (re-exported: the scan's block size lives with the scan)
+    asymmetric_dots,
+    empty_arrays,
+    grown,
+    hamming_nearest,
+    sign_words,
+    slots_of,
+)
 from .store import crash_point
 
 CODES_MAGIC = b"EDGEEMB-BCODES\x00\x00"
@@ -45,12 +55,8 @@ ROWS_MAGIC = b"EDGEEMB-BROWS\x00\x00\x00"
 FORMAT = 1
 HEADER = 64
 BLOCK = 1024  # rows per CRC32 block of the rows file
-SCAN_BLOCK = 16384  # documents per block of the Hamming scan (its uint64 temporary is 128 KiB: stays in L2)
 _CODES_HEAD = struct.Struct("<IIQQII")  # format, dim, slots, epoch, block, flags
 _ROWS_HEAD = struct.Struct("<IIQ")  # format, dim, epoch
-
-_BYTE_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).astype(np.float32)  # (256, 8)
-_BYTE_OFFSETS = np.arange(1024, dtype=np.intp) * 256
 
 FloatVectors = Callable[[Sequence[int]], tuple[np.ndarray, np.ndarray]]
 
@@ -479,59 +485,20 @@ class BinaryCodes:
     # -- internals ----------------------------------------------------------------------------------------
     def _hamming_stage(self, q: np.ndarray, s: _State, slots: np.ndarray | None, n_cand: int) -> np.ndarray:
         """Slots of the n_cand live documents (ties at the cut included) nearest the query's bits in Hamming."""
-        qwords = self._encode(q[None, :])[:, 0]
-        width = s.n if slots is None else len(slots)
-        dist = np.zeros(width, np.uint16)
-        step = min(width, SCAN_BLOCK)
-        word = np.empty(step, np.uint64)
-        count = np.empty(step, np.uint8)
-        for lo in range(0, width, SCAN_BLOCK):  # blocks whose temporaries stay in the CPU cache
-            hi = min(width, lo + SCAN_BLOCK)
-            m, d = hi - lo, dist[lo:hi]
-            for w in range(self.words):  # word by word: contiguous passes, no (n, words) temporaries
-                src = s.codes[w, lo:hi] if slots is None else s.codes[w, slots[lo:hi]]
-                np.bitwise_xor(src, qwords[w], out=word[:m])
-                np.bitwise_count(word[:m], out=count[:m])
-                np.add(d, count[:m], out=d)
-        if slots is None and s.live < s.n:
-            dist[~s.alive[:s.n]] = self.dim + 1  # deleted: never selected
-        cum = np.cumsum(np.bincount(dist, minlength=self.dim + 2))
-        cut = int(np.searchsorted(cum, n_cand))  # smallest distance whose cumulative count reaches n_cand
-        picked = np.flatnonzero(dist <= min(cut, self.dim))
-        return picked if slots is None else slots[picked]
+        alive = s.alive if slots is None and s.live < s.n else None
+        return hamming_nearest(s.codes, s.n, self._encode(q[None, :])[:, 0], self.dim, n_cand, slots, alive)
 
     def _asymmetric(self, q: np.ndarray, codes: np.ndarray) -> np.ndarray:
-        """q . bits for each column of codes (words, m), through a per-query table of every byte's partial dot
-        product: one gather of m x bytes instead of unpacking m x dim bits. Ranks like q . (2 bits - 1)."""
-        nbytes = self.words * 8
-        qpad = np.zeros(nbytes * 8, np.float32)
-        qpad[:self.dim] = q
-        table = (_BYTE_BITS @ qpad.reshape(nbytes, 8).T).T.ravel()  # [j * 256 + b] = bits(b) . q[8j:8j+8]
-        byte_codes = np.ascontiguousarray(codes.T).view(np.uint8)  # (m, nbytes)
-        dots: np.ndarray = table[byte_codes + _BYTE_OFFSETS[:nbytes]].sum(axis=1)
-        return dots
+        """q . bits for each column of codes (words, m) (signbits.asymmetric_dots)."""
+        return asymmetric_dots(q, codes, self.dim)
 
     def _encode(self, unit: np.ndarray) -> np.ndarray:
         """Sign bits of unit vectors as (words, n) uint64 (bits past dim are zero)."""
-        packed = np.packbits(unit > 0, axis=1)
-        pad = self.words * 8 - packed.shape[1]
-        if pad:
-            packed = np.pad(packed, ((0, 0), (0, pad)))
-        return np.ascontiguousarray(packed).view(np.uint64).T
+        return sign_words(unit, self.words)
 
     def _slots_of(self, labels: np.ndarray, s: _State) -> np.ndarray:
         """Slot of each label, -1 where absent (deleted slots included)."""
-        have = s.labels[:s.n]
-        if not len(have) or not len(labels):
-            return np.full(len(labels), -1, np.int64)
-        if s.sorted:
-            pos = np.searchsorted(have, labels)
-            pos_c = np.minimum(pos, len(have) - 1)
-            return np.where(have[pos_c] == labels, pos_c, -1)
-        order = np.argsort(have, kind="stable")
-        pos = np.minimum(np.searchsorted(have, labels, sorter=order), len(have) - 1)
-        slots = order[pos]
-        return np.where(have[slots] == labels, slots, -1)
+        return slots_of(s.labels[:s.n], labels, s.sorted)
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -552,15 +519,10 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 
 def _empty_state(dim: int, capacity: int, rows: RowFile) -> _State:
-    words = -(-dim // 64)
-    return _State(0, np.zeros((words, capacity), np.uint64), np.full(capacity, -1, np.int64),
-                  np.zeros(capacity, np.bool_), rows, 0, True)
+    return _State(0, *empty_arrays(-(-dim // 64), capacity), rows, 0, True)
 
 
 def _grow(s: _State, capacity: int) -> _State:
     """Copies of the arrays with room for `capacity` slots (searches keep reading the old ones)."""
-    codes = np.zeros((s.codes.shape[0], capacity), np.uint64)
-    labels = np.full(capacity, -1, np.int64)
-    alive = np.zeros(capacity, np.bool_)
-    codes[:, :s.n], labels[:s.n], alive[:s.n] = s.codes[:, :s.n], s.labels[:s.n], s.alive[:s.n]
+    codes, labels, alive = grown(s.codes, s.labels, s.alive, s.n, capacity)
     return replace(s, codes=codes, labels=labels, alive=alive)

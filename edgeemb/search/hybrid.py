@@ -6,18 +6,22 @@ read only for the N candidates of a query ("stored" rerank). With rerank="live" 
 encoded at query time instead (by `live`, e.g. an LLM encoder, or the fine encoder). Fine rows are written and
 fsynced before the store commits their documents, so every acknowledged document has its row.
 
-With lexical=True (the default for new indexes) a BM25 keyword index (`lexical.py`) recalls half of the candidates
-and the coarse graph the rest: keywords catch the rare-term matches a static model misses. It is derived from the
-store (snapshot `lexical.bm25`, reconciled with the store's labels on open), so a crash cannot make it disagree.
+Candidates come from up to three recall sources, each with a share of N (`split`, keywords / bits / coarse):
+with lexical=True (the default for new indexes) a BM25 keyword index (`lexical.py`), which catches the rare-term
+matches a static model misses; the sign bits of the fine vectors (`finebits.py`, dim/8 bytes a document in RAM,
+Hamming scan then the asymmetric float-query dot), which see paraphrases the way the fine model does; and the
+coarse graph. Keywords are derived from the store (snapshot `lexical.bm25`, reconciled with the store's labels on
+open) and the bits from fine.i8 + the store's labels (rebuilt on every open, never written), so a crash cannot
+make either disagree.
 """
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -25,8 +29,9 @@ from ..encode.pooling import normalize, truncate_dim
 from ..errors import IndexMismatchError, IndexStoreError, InputError
 from ..progress import Progress
 from ..similarity import top_k
+from .finebits import FineBits
 from .index import STORE, Hit, Index
-from .int8rows import Int8Rows
+from .int8rows import Int8Rows, quantize
 from .lexical import LexicalIndex
 from .validate import as_matrix, check_ef, parse_queries, positive_int
 
@@ -36,6 +41,21 @@ if TYPE_CHECKING:
 FINE_FILE = "fine.i8"
 LEXICAL_FILE = "lexical.bm25"
 RERANK_MODES = ("stored", "live")
+
+
+class Split(NamedTuple):
+    """Shares of the N candidates per recall source (any non-negative weights; a plain 3-tuple works too).
+
+    Keywords take the first ceil(N x share) distinct candidates, the fine bits the next, the coarse graph the
+    rest; a source that comes up short (few documents share a word) leaves its room to the bits' further
+    candidates, then the graph's."""
+
+    keywords: float
+    bits: float
+    coarse: float
+
+
+DEFAULT_SPLIT = Split(0.5, 0.5, 0.0)  # measured in docs/results/hybrid.md ("Fine bits as a recall stage")
 
 
 class Results(list[Hit]):
@@ -53,12 +73,14 @@ def bundle_record(encoder: TextEncoder, ref: str | None = None) -> dict[str, Any
 
 
 class HybridRetriever:
-    """Coarse recall from an HNSW graph, then exact re-scoring of the candidates with a finer encoder.
+    """Recall from keywords, the fine vectors' sign bits and a coarse HNSW graph, then exact re-scoring of the
+    candidates with a finer encoder.
 
     path None: a temporary index, removed on close(). An existing index folder (or an open Index, which the
     retriever then owns) is opened and checked against both encoders; otherwise one is created. coarse_dim keeps only the first dims of the coarse vectors
     (sensible for PCA-ordered static tables), which shrinks the graph's memory. lexical: keep a BM25 keyword
-    index that recalls half of the candidates (a setting of a new index; an existing one keeps its own).
+    index as a recall source (a setting of a new index; an existing one keeps its own). The fine vectors' sign
+    bits, the third source, are derived from fine.i8 on open (`bits_open_s`), so any hybrid index has them.
     """
 
     def __init__(self, coarse: TextEncoder, fine: TextEncoder, path: str | Path | Index | None = None, *,
@@ -72,6 +94,7 @@ class HybridRetriever:
         self.lexical: LexicalIndex | None = None
         self.lexical_repaired = 0  # documents added to the keyword index from the store when opening
         self._lexical_dirty = False
+        self.bits_open_s = 0.0  # seconds spent deriving the fine bits from fine.i8 when opening
         if path is None:
             if read_only:
                 raise InputError("a temporary hybrid index cannot be read-only")
@@ -85,6 +108,9 @@ class HybridRetriever:
             try:
                 self._check(path)
                 self.fine_rows = self._open_fine(path, read_only)
+                t = time.perf_counter()
+                self.bits = FineBits.from_rows(self.fine_rows.path, fine.dim, self.index.store.all_labels())
+                self.bits_open_s = time.perf_counter() - t
             except BaseException:
                 self.index.close()
                 raise
@@ -102,6 +128,7 @@ class HybridRetriever:
                                           "fine": bundle_record(fine, fine_ref), "fine_file": FINE_FILE,
                                           "lexical": bool(lexical)})
             self.fine_rows = Int8Rows.create(path / FINE_FILE, fine.dim)
+            self.bits, self.bits_open_s = FineBits(fine.dim), 0.0
             self.lexical = LexicalIndex() if lexical else None
             self._lexical_dirty = bool(lexical)
         self.coarse_dim = self.index.dim
@@ -177,6 +204,7 @@ class HybridRetriever:
         with self.index.writing():
             labels = self.index.resolve_delete(ids, filter, missing_ok)
             n = self.index.delete_labels(labels)
+            self.bits.mark_deleted(labels)
             if self.lexical is not None and n:
                 self.lexical.delete(labels)
                 self._lexical_dirty = True
@@ -197,8 +225,12 @@ class HybridRetriever:
         self.index.save()
 
     def compact(self, force: bool = False) -> bool:
-        """Rebuild the coarse graph without tombstones when due (or forced)."""
-        return self.index.compact(force)
+        """Rebuild the coarse graph without tombstones when due (or forced); the fine bits drop theirs too."""
+        with self.index.writing():
+            done = self.index.compact(force)
+            if done or force:
+                self.bits.compact()
+        return done
 
     def get(self, ids: str | Sequence[str]) -> Hit | None | list[Hit | None]:
         """The stored document with this id, or None; a list of ids gives a list."""
@@ -206,14 +238,15 @@ class HybridRetriever:
 
     # -- reading ------------------------------------------------------------------------------------------
     def search(self, query: str, k: int = 10, candidates: int = 100, rerank: str = "stored",
-               filter: dict[str, Any] | None = None, ef: int | None = None, lexical: bool | None = None) -> Results:
-        """Top-k documents: `candidates` recalled by BM25 (half) and the coarse graph (the rest), re-scored by
-        the fine encoder.
+               filter: dict[str, Any] | None = None, ef: int | None = None, lexical: bool | None = None,
+               split: Split | tuple[float, float, float] | None = None) -> Results:
+        """Top-k documents: `candidates` recalled by keywords, the fine bits and the coarse graph (shares: split,
+        default DEFAULT_SPLIT), re-scored by the fine encoder.
 
         rerank "stored": cosine against the stored int8 fine vectors; "live": encode the candidates now.
-        ef: HNSW search breadth (default N + min(N, 200)). lexical: False recalls from the coarse graph alone
+        ef: HNSW search breadth (default N + min(N, 200)). lexical: False gives the keywords' share to the others
         (None: use the keyword index when this index has one). Hit scores are fine-encoder cosines; `.timings`
-        gives ms per stage.
+        gives ms per stage and how many candidates each source contributed.
         """
         if not isinstance(query, str):
             raise InputError(f"query must be a str, got {type(query).__name__}")
@@ -221,54 +254,71 @@ class HybridRetriever:
         if rerank not in RERANK_MODES:
             raise InputError(f"rerank must be one of {', '.join(RERANK_MODES)}, got {rerank!r}")
         k, candidates, ef = positive_int("k", k), positive_int("candidates", candidates), check_ef(ef)
-        n = max(candidates, k)
-        t = [time.perf_counter()]
-        cq = self._coarse([query], query=True)[0]
-        t.append(time.perf_counter())
-        reranker = self.fine if rerank == "stored" else (self.live or self.fine)
-        fq = normalize(reranker.encode_queries([query])[0])
-        t.append(time.perf_counter())
         if lexical and self.lexical is None:
             raise InputError(f"{self.path} has no keyword index (it was built with lexical=False)")
-        use_lexical = self.lexical is not None and lexical is not False
+        shares = check_split(DEFAULT_SPLIT if split is None else split)
+        if self.lexical is None or lexical is False:
+            shares = check_split(shares._replace(keywords=0.0))
+        n = max(candidates, k)
+        n_kw, n_bits, n_coarse = quotas(n, shares)
+        ms: dict[str, float] = dict.fromkeys(STAGES, 0.0)
+        clock = [time.perf_counter()]
+        start = clock[0]
+
+        def lap(stage: str) -> None:
+            now = time.perf_counter()
+            ms[stage] += (now - clock[0]) * 1e3
+            clock[0] = now
+
+        cq = self._coarse([query], query=True)[0] if n_coarse else None
+        lap("coarse_encode_ms")
+        reranker = self.fine if rerank == "stored" else (self.live or self.fine)
+        rq = normalize(reranker.encode_queries([query])[0])
+        fq = rq if reranker is self.fine or not n_bits else normalize(self.fine.encode_queries([query])[0])
+        lap("fine_encode_ms")
+        empty = np.zeros(0, np.int64)
         with self.index.reading():
             allowed = self.index.filter_labels(filter) if filter is not None else None
-            pairs = self.index.candidates(cq, n, ef=ef or default_ef(n, int(self.index.meta["ef_search"])),
-                                          allowed=allowed)
-            t.append(time.perf_counter())
-            labels = np.array([p[0] for p in pairs], dtype=np.int64)
-            keyword = np.zeros(0, np.int64)
-            if use_lexical:
-                assert self.lexical is not None  # use_lexical says so
-                keyword = self.lexical.search(query, (n + 1) // 2, allowed)[0]
-                labels = merge_candidates(keyword, labels, n)
-            t.append(time.perf_counter())
+            graph = empty
+            if cq is not None:
+                pairs = self.index.candidates(cq, n, ef=ef or default_ef(n, int(self.index.meta["ef_search"])),
+                                              allowed=allowed)
+                graph = np.array([p[0] for p in pairs], dtype=np.int64)
+            lap("ann_ms")
+            keyword = empty
+            if n_kw:
+                assert self.lexical is not None  # quotas give keywords a share only when there is an index
+                keyword = self.lexical.search(query, n_kw, allowed)[0].astype(np.int64)
+            lap("lexical_ms")
+            bits = self.bits.search(fq, n, allowed=allowed) if n_bits else empty
+            lap("bits_ms")
+            labels, counts = merge_shares([(keyword, n_kw), (bits, n_bits), (graph, n_coarse)], n)
             if rerank == "stored":
-                scores = self.fine_rows.scores(labels, fq)
+                scores = self.fine_rows.scores(labels, rq)
                 idx, best = top_k(scores, int(k))
                 chosen, chosen_scores = labels[idx[0]], best[0]
-                t.append(time.perf_counter())
+                lap("rerank_ms")
                 docs = self.index.documents(chosen.tolist())
             else:
                 docs = self.index.documents(labels.tolist())
         if rerank == "live":
             labels = np.array([lab for lab in labels.tolist() if lab in docs], dtype=np.int64)
+            lap("fetch_ms")
             if len(labels):
                 dv = reranker.encode_documents([docs[lab].text for lab in labels.tolist()], batch_size=32)
-                scores = normalize(dv) @ fq
+                scores = normalize(dv) @ rq
             else:
                 scores = np.zeros(0, np.float32)
             idx, best = top_k(scores, int(k))
             chosen, chosen_scores = labels[idx[0]], best[0]
-            t.append(time.perf_counter())
-        t.append(time.perf_counter())
+            lap("rerank_ms")
         hits = [Hit(docs[lab].id, float(s), docs[lab].text, docs[lab].metadata)
                 for lab, s in zip(chosen.tolist(), chosen_scores.tolist()) if lab in docs]
-        ms = [(b - a) * 1e3 for a, b in pairwise(t)]
-        timings = {"coarse_encode_ms": ms[0], "fine_encode_ms": ms[1], "ann_ms": ms[2], "lexical_ms": ms[3],
-                   "rerank_ms": ms[4], "fetch_ms": ms[5], "total_ms": (t[-1] - t[0]) * 1e3,
-                   "candidates": len(labels), "lexical_candidates": len(keyword)}
-        return Results(hits, {key: round(v, 4) if isinstance(v, float) else v for key, v in timings.items()})
+        lap("fetch_ms")
+        timings: dict[str, float] = {key: round(v, 4) for key, v in ms.items()}
+        timings["total_ms"] = round((time.perf_counter() - start) * 1e3, 4)
+        timings.update(candidates=len(labels), lexical_candidates=counts[0], bits_candidates=counts[1])
+        return Results(hits, timings)
 
     # -- internals ----------------------------------------------------------------------------------------
     def _coarse(self, texts: list[str], query: bool) -> np.ndarray:
@@ -298,7 +348,7 @@ class HybridRetriever:
                 for s in range(0, len(texts), batch_size):
                     sl = slice(s, s + batch_size)
                     coarse, fine = vectors(sl) if vectors else self._encode(texts[sl])
-                    old = list(index.store.labels_of(ids[sl]).values()) if upsert and self.lexical is not None else []
+                    old = list(index.store.labels_of(ids[sl]).values()) if upsert else []
                     written: list[np.ndarray] = []
 
                     def write_fine(labels: np.ndarray, fine: np.ndarray = fine,
@@ -307,7 +357,9 @@ class HybridRetriever:
                         written.append(labels)
 
                     insert(coarse, texts[sl], ids[sl], metas[sl], before_commit=write_fine)
-                    if self.lexical is not None:  # the store has committed: the keyword index follows it
+                    self.bits.mark_deleted(old)  # the store has committed: the bits and keywords follow it
+                    self.bits.add(written[0], quantize(fine)["q"])  # the rows' signs, exactly as written
+                    if self.lexical is not None:
                         self.lexical.delete(old)
                         self.lexical.add(written[0].tolist(), texts[sl])
                         self._lexical_dirty = True
@@ -363,11 +415,48 @@ class HybridRetriever:
         return rows
 
 
-def merge_candidates(first: np.ndarray, second: np.ndarray, n: int) -> np.ndarray:
-    """The first list, then the second's labels not in it, cut at n (order kept)."""
-    seen = set(first.tolist())
-    rest = [lab for lab in second.tolist() if lab not in seen]
-    return np.concatenate([first, np.array(rest, dtype=np.int64)])[:n].astype(np.int64)
+STAGES = ("coarse_encode_ms", "fine_encode_ms", "ann_ms", "lexical_ms", "bits_ms", "rerank_ms", "fetch_ms")
+
+
+def check_split(split: Split | tuple[float, float, float]) -> Split:
+    """A Split from any 3 non-negative finite weights, not all zero (InputError otherwise)."""
+    try:
+        got = Split(*(float(x) for x in split))
+    except (TypeError, ValueError):
+        raise InputError(f"split must be 3 numbers (keywords, bits, coarse), got {split!r}") from None
+    if not all(math.isfinite(x) and x >= 0 for x in got) or not sum(got) > 0:
+        raise InputError(f"split must be 3 non-negative numbers, not all zero (keywords, bits, coarse), got "
+                         f"{tuple(split)!r}")
+    return got
+
+
+def quotas(n: int, split: Split) -> tuple[int, int, int]:
+    """Candidates per source for N: keywords ceil(N x share), then the bits, the graph what is left."""
+    total = sum(split)
+    n_kw = min(n, math.ceil(n * split.keywords / total)) if split.keywords else 0
+    n_bits = min(n - n_kw, math.ceil(n * split.bits / total)) if split.bits else 0
+    return n_kw, n_bits, (n - n_kw - n_bits) if split.coarse else 0
+
+
+def merge_shares(sources: Sequence[tuple[np.ndarray, int]], n: int) -> tuple[np.ndarray, list[int]]:
+    """Each source's first `quota` labels not taken yet, in order; while fewer than n, the sources' further
+    labels in the same order. Returns the labels and how many each source gave."""
+    seen: set[int] = set()
+    out: list[int] = []
+    counts = [0] * len(sources)
+    used = [0] * len(sources)
+    for rnd in (0, 1):
+        for i, (labels, quota) in enumerate(sources):
+            items = labels.tolist()
+            limit = n if rnd else min(n, len(out) + quota)
+            while used[i] < len(items) and len(out) < limit:
+                lab = items[used[i]]
+                used[i] += 1
+                if lab not in seen:
+                    seen.add(lab)
+                    out.append(lab)
+                    counts[i] += 1
+    return np.array(out, dtype=np.int64), counts
 
 
 def default_ef(candidates: int, ef_search: int) -> int:
