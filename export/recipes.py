@@ -112,19 +112,44 @@ def build(recipe: Recipe, out: str | Path, force: bool = False) -> Path:
     src, opts = source_path(recipe), recipe.options
     if not src.exists():
         raise ExportError(f"{recipe.path}: source {src} does not exist")
-    if recipe.kind == "sentence":
+    if recipe.kind == "sentence" and "vocabulary" in opts:  # a pruned vocabulary (sentence/prune.py)
+        from .sentence.prune import export_pruned
+
+        export_pruned(src, out, **pruning_options(recipe), quantization=recipe.quantize,
+                      max_length=recipe.max_length, name=recipe.name, force=True)
+    elif recipe.kind == "sentence":
         from .sentence.export import export_sentence
 
         export_sentence(src, out, recipe.quantize, recipe.max_length, name=recipe.name, force=True)
     elif recipe.kind == "distill":
+        from edgeemb.eval.data import data_root
+
         from .static.distill import distill
 
+        corpora = [data_root() / c for c in opts.get("corpora", [])]  # relative to ../shared/data ($EDGEEMB_DATA)
         distill(src, out, dims=opts.get("dims", 256), vocab_size=opts.get("vocab_size"),
-                quantization=recipe.quantize, name=recipe.name, force=True)
+                quantization=recipe.quantize, name=recipe.name, force=True, corpora=corpora or None,
+                top_n=opts.get("top_n"), prune=opts.get("prune", True), text_field=opts.get("text_field", "text"))
     else:
         raise ExportError(f"{recipe.path}: kind {recipe.kind!r} cannot be built from a recipe yet")
     stamp(out, recipe)
     return out
+
+
+def pruning_options(recipe: Recipe) -> dict[str, Any]:
+    """export_pruned's keywords from options.vocabulary: corpora (relative to ../shared/data, $EDGEEMB_DATA),
+    min_count, top_n, text_field."""
+    from edgeemb.eval.data import data_root
+
+    spec = recipe.options["vocabulary"]
+    unknown = sorted(set(spec) - {"corpora", "min_count", "top_n", "text_field"}) if isinstance(spec, dict) else []
+    if not isinstance(spec, dict) or unknown or not isinstance(spec.get("corpora"), list):
+        raise ExportError(f"{recipe.path}: options.vocabulary needs 'corpora' (a list) and optionally 'min_count', "
+                          f"'top_n', 'text_field'" + (f"; unknown {unknown[0]!r}" if unknown else ""))
+    names = [str(c) for c in spec["corpora"]]
+    return {"corpora": [data_root() / c for c in names], "corpus_names": names,
+            "min_count": spec.get("min_count"), "top_n": spec.get("top_n"),
+            "text_field": spec.get("text_field", "text")}
 
 
 def stamp(folder: Path, recipe: Recipe) -> None:

