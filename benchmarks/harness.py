@@ -85,9 +85,17 @@ def margin(value: float | None, limit: float) -> float | None:
     return (limit - value) / limit
 
 
+MIN_VERDICT_ROUNDS = 5  # a ratio goal gets a yes/no only from at least this many interleaved rounds
+
+
 @dataclass
 class Goal:
-    """A target such as "p50 ratio ≤ 1.15": the measured value, the bound, and the per-round values beside it."""
+    """A target such as "p50 ratio ≤ 1.15": the measured value, the bound, and the per-round values beside it.
+
+    A goal measured in rounds is judged only when at least `min_rounds` rounds were measured and every one of
+    them falls on the same side of the bound as the value; otherwise it is "not judged" (too few rounds, or the
+    bound lies within the noise), never a bare pass/fail. A single measurement (no rounds) is judged on its value.
+    """
 
     name: str
     value: float | None
@@ -95,6 +103,7 @@ class Goal:
     op: str  # "<=" or ">="
     note: str = ""
     rounds: list[float | None] = field(default_factory=list)  # the same ratio in each interleaved round
+    min_rounds: int = MIN_VERDICT_ROUNDS
 
     def _meets(self, x: float | None) -> bool | None:
         if x is None or not math.isfinite(x):
@@ -102,9 +111,31 @@ class Goal:
         return x <= self.bound if self.op == "<=" else x >= self.bound
 
     @property
-    def met(self) -> bool | None:
-        """True or False when measured; None when the value is missing (a peer was absent)."""
+    def value_met(self) -> bool | None:
+        """Whether the value alone is on the right side of the bound (None when missing)."""
         return self._meets(self.value)
+
+    @property
+    def judgement(self) -> tuple[bool | None, str]:
+        """(met, why not judged): (True/False, "") for a verdict, (None, reason) otherwise."""
+        value_met = self.value_met
+        if value_met is None:
+            return None, "not measured"
+        if not self.rounds:
+            return value_met, ""
+        met, measured = self.rounds_met
+        if measured < self.min_rounds:
+            return None, f"{measured} round{'s' if measured != 1 else ''}; a verdict needs {self.min_rounds}"
+        if 0 < met < measured:
+            return None, f"within noise: {met}/{measured} rounds meet it"
+        if (met == measured) != value_met:
+            return None, "every round disagrees with the pooled value"
+        return value_met, ""
+
+    @property
+    def met(self) -> bool | None:
+        """True or False when judged; None when not measured (a peer was absent) or not judged."""
+        return self.judgement[0]
 
     @property
     def rounds_met(self) -> tuple[int, int]:
@@ -114,9 +145,11 @@ class Goal:
 
     def to_dict(self) -> dict[str, Any]:
         met, measured = self.rounds_met
+        judged, why = self.judgement
         return {"name": self.name, "value": None if self.value is None else round(self.value, 4),
-                "bound": self.bound, "op": self.op, "met": self.met, "note": self.note,
-                "spread": spread(self.rounds), "rounds_met": [met, measured] if measured else None}
+                "bound": self.bound, "op": self.op, "met": judged, "not_judged": why, "value_met": self.value_met,
+                "min_rounds": self.min_rounds, "note": self.note, "spread": spread(self.rounds),
+                "rounds_met": [met, measured] if measured else None}
 
 
 def rotations(names: Sequence[str], rounds: int) -> list[list[str]]:

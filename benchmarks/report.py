@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .harness import ratio, round_ratios, spread
+from .harness import MIN_VERDICT_ROUNDS, ratio, round_ratios, spread
 
 # task -> (eval task, dataset, metric) used as the quality axis; contextual uses STS with sentence kinds only.
 QUALITY = {"retrieval": ("retrieval", "beir_scifact", "ndcg@10"),
@@ -253,7 +253,7 @@ def _duel_tables(doc: dict) -> list[str]:
         out += ["", (f"### Side by side with {d['bundle']} (1 core, 1 thread; each of {d['rounds']['latency']} "
                      f"interleaved rounds: the same {d['n_queries']} queries, then {d['n_sentences']} sentences "
                      f"natural and presorted, batch {d['batch_size']}, after a warm-up pass over "
-                     f"{fmt(d.get('warm_up'), 0)}; ratios with their min–max over rounds)"), "",
+                     f"{fmt(d.get('warm_up'), 0)}; ratios with the min–max and median of the round-by-round ratio)"), "",
                 ("| engine | load s | p50 ms | p95 ms | natural sent/s | presorted sent/s | peak RSS MB | "
                  "edgeemb p50 ÷ this | edgeemb natural ÷ this |"),
                 "|---|---:|---:|---:|---:|---:|---:|---|---|"]
@@ -274,17 +274,21 @@ def _duel_tables(doc: dict) -> list[str]:
 
 
 def _ratio_cell(value: float | None, s: dict | None) -> str:
+    """A ratio with the min–max and median of the same ratio round by round, and the number of rounds."""
     if value is None:
         return "–"
     if s and s["n"] > 1:
-        return f"{fmt(value, 2)} ({fmt(s['min'], 2)}–{fmt(s['max'], 2)})"
-    return fmt(value, 2)
+        return (f"{fmt(value, 2)} ({fmt(s['min'], 2)}–{fmt(s['max'], 2)}, median {fmt(s['median'], 2)}, "
+                f"{s['n']} rounds)")
+    return f"{fmt(value, 2)} (1 round)" if s else fmt(value, 2)
 
 
 def _goal_table(doc: dict) -> list[str]:
     if not doc.get("goals"):
         return []
-    out = ["", "### Goals (ratios from the same interleaved run; spread = min–max of the ratio in each round)", "",
+    out = ["", ("### Goals (ratios from the same interleaved run; spread = the ratio in each round; a ratio is "
+                f"judged only on ≥ {MIN_VERDICT_ROUNDS} rounds that all fall on one side of the target, else "
+                "\"not judged\")"), "",
            "| bundle | goal | measured | spread over rounds | target | met |", "|---|---|---:|---|---|---|"]
     for g in doc["goals"]:
         out.append(f"| {g['bundle']} | {g['name']} | {fmt(g['value'], 2)} | {fmt_spread(g.get('spread')) or '–'} | "
@@ -293,14 +297,15 @@ def _goal_table(doc: dict) -> list[str]:
 
 
 def _met_cell(g: dict) -> str:
-    """yes/no, how many rounds met it, and whether the bound lies inside the spread (then it is noise)."""
-    text = {True: "**yes**", False: "**no**", None: "not measured"}[g["met"]]
-    rounds, s = g.get("rounds_met"), g.get("spread")
-    if rounds and g["met"] is not None:
-        text += f" ({rounds[0]}/{rounds[1]} rounds"
-        if s and s["n"] > 1 and s["min"] <= g["bound"] <= s["max"]:
-            text += "; the target lies inside the spread"
-        text += ")"
+    """yes/no with how many rounds met it; "not judged" with why (too few rounds, target within the noise)."""
+    why = g.get("not_judged") or ""
+    if g["met"] is None:
+        text = "not measured" if why in ("", "not measured") else f"not judged ({why})"
+    else:
+        text = "**yes**" if g["met"] else "**no**"
+        rounds = g.get("rounds_met")
+        if rounds:
+            text += f" ({rounds[0]}/{rounds[1]} rounds)"
     return text + (f" ({g['note']})" if g.get("note") else "")
 
 

@@ -5,7 +5,9 @@
 #   2. ./.venv-peers with fastembed, which needs a huggingface-hub the main venv's tokenizers refuses; its
 #      onnxruntime, tokenizers and numpy are pinned to the main venv's versions so a peer on the same ONNX
 #      file differs from edgeemb only in its own code.
-# A peer that is still absent afterwards is named by `edgeemb bench` at the top of its report.
+# pip needs a package index (nothing comes from a model hub: model2vec later distils the locally installed
+# source model once, into .cache/bench/peers). A peer that is still absent afterwards is named by
+# `edgeemb bench` at the top of its report, and its ratios read "not measured".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 main=${VENV:-.venv}/bin/python
@@ -18,6 +20,14 @@ peer_pins=(
 )
 
 [ -x "$main" ] || { echo "edgeemb setup_peers: $main not found: run scripts/setup.sh first" >&2; exit 2; }
+install() {  # install VENV_PYTHON PACKAGE...: pip, or one clear line saying what could not be installed
+  local py=$1; shift
+  "$py" -m pip --disable-pip-version-check -q install "$@" || {
+    echo "edgeemb setup_peers: pip could not install $* (is a package index reachable?); edgeemb bench will" \
+      "report these peers as absent" >&2
+    exit 2
+  }
+}
 mapfile -t bench_pins < <("$main" - <<'EOF'
 import tomllib
 with open("benchmarks/pyproject.toml", "rb") as f:
@@ -27,7 +37,7 @@ EOF
 stamp="${VENV:-.venv}/.edgeemb-bench-$(printf '%s\n' "${bench_pins[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "edgeemb setup_peers: installing the benchmark peers into ${VENV:-.venv}: ${bench_pins[*]}"
-  "$main" -m pip --disable-pip-version-check -q install "${bench_pins[@]}"
+  install "$main" "${bench_pins[@]}"
   touch "$stamp"
 fi
 
@@ -35,7 +45,7 @@ fi
 stamp=".venv-peers/.edgeemb-peers-$(printf '%s\n' "${peer_pins[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "edgeemb setup_peers: installing ${peer_pins[*]} into .venv-peers"
-  .venv-peers/bin/python -m pip --disable-pip-version-check -q install "${peer_pins[@]}"
+  install .venv-peers/bin/python "${peer_pins[@]}"
   touch "$stamp"
 fi
 "$main" -c "import model2vec, gensim, matplotlib; print('main venv ok: model2vec', model2vec.__version__, \

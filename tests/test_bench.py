@@ -84,9 +84,22 @@ def test_goal_counts_rounds_and_reports_spread():
     g = harness.Goal("p50 ratio", 1.02, 1.0, "<=", rounds=[0.96, 1.05, 0.99, None, 1.10])
     assert g.rounds_met == (2, 4)
     d = g.to_dict()
-    assert d["rounds_met"] == [2, 4] and d["met"] is False
+    assert d["rounds_met"] == [2, 4] and d["value_met"] is False
+    assert d["met"] is None and "a verdict needs" in d["not_judged"]  # 4 rounds: too few for a yes/no
     assert d["spread"] == {"n": 4, "min": 0.96, "median": 1.02, "max": 1.1}
     assert harness.Goal("x", None, 1.0, "<=").to_dict()["spread"] is None
+
+
+def test_goal_is_judged_only_on_enough_rounds_on_one_side():
+    n = harness.MIN_VERDICT_ROUNDS
+    below = [0.94 + 0.01 * i for i in range(n)]
+    assert harness.Goal("g", 0.96, 1.0, "<=", rounds=below).met is True
+    assert harness.Goal("g", 1.04, 1.0, ">=", rounds=[x + 0.1 for x in below]).met is True
+    assert harness.Goal("g", 0.96, 1.0, ">=", rounds=below).met is False  # every round misses it: a clear no
+    assert harness.Goal("g", 0.96, 1.0, "<=", rounds=below[:-1]).met is None  # one round short
+    noisy = harness.Goal("g", 0.99, 1.0, "<=", rounds=below[:-1] + [1.02])
+    assert noisy.met is None and noisy.value_met is True and "within noise" in noisy.judgement[1]
+    assert harness.Goal("g", 240.0, 250.0, "<=").met is True  # one measurement, no rounds: judged on its value
 
 
 def test_rotations_and_interleave_keep_rounds_apart():
@@ -142,7 +155,8 @@ def test_duel_goals_are_pairwise_ratios_with_round_spread():
     assert fe.rounds == pytest.approx([0.8, 1.1, 0.9])  # round by round: 2.0/2.5, 2.2/2.0, 1.8/2.0
     assert fe.rounds_met == (2, 3) and fe.to_dict()["spread"]["max"] == pytest.approx(1.1)
     floor = goals["p50 / bare session.run on pre-tokenised input"]
-    assert floor.value == pytest.approx(2.0 / 1.8) and floor.met is True
+    assert floor.value == pytest.approx(2.0 / 1.8) and floor.value_met is True
+    assert floor.met is None  # 3 rounds are too few for a verdict
     tput = goals["throughput on unsorted text / fastembed"]
     assert tput.value == pytest.approx(3.0) and tput.rounds == pytest.approx([3.0, 3.1, 2.9])
     torch_goal = goals["throughput on unsorted text / sentence-transformers torch"]
@@ -157,7 +171,8 @@ def test_static_duel_goal_vs_model2vec():
                      "model2vec 0.9.0": {"throughput": {"natural": 3000.0},
                                          "throughput_rounds": {"natural": [3000.0, 4000.0]}}}}
     (g,) = duels.duel_goals({"name": "s", "kind": "static"}, d, None)
-    assert g.value == pytest.approx(3.0) and g.met and g.rounds == pytest.approx([3.0, 2.0])
+    assert g.value == pytest.approx(3.0) and g.value_met and g.rounds == pytest.approx([3.0, 2.0])
+    assert g.met is None and g.to_dict()["not_judged"].startswith("2 rounds")
 
 
 # -- reports ------------------------------------------------------------------------------------------------
@@ -186,10 +201,12 @@ def fake_doc():
                                                              "peak_rss_mb": 150.0}, "index": []}
     b2["verdict"] = runner.verdict(b2["e2e"])
     goal = harness.Goal("g", 1.2, 1.15, "<=", rounds=[1.1, 1.2, 1.3]).to_dict() | {"bundle": "minilm"}
+    judged = harness.Goal("h", 0.96, 1.0, "<=", rounds=[0.94, 0.95, 0.96, 0.97, 0.98, 0.96]).to_dict() | \
+        {"bundle": "minilm"}
     return {"schema": "edgeemb-bench/1", "created": "2025-01-01T00:00:00", "command": "edgeemb bench --quick",
             "quick": True, "machine": {"cpu": "cpu", "flags": ["avx2"], "logical_cpus": 2, "memory_mb": 1000,
                                        "python": "3.11", "onnxruntime": "1.32.0", "load_average": [1.0, 1.0, 1.0]},
-            "settings": {}, "bundles": [b1, b2], "duels": [fake_duel()], "goals": [goal],
+            "settings": {}, "bundles": [b1, b2], "duels": [fake_duel()], "goals": [goal, judged],
             "peers_absent": {"model2vec": "not installed: run scripts/setup_peers.sh"},
             "lowend": {"cores": 1, "rlimit_as": [{"cap_mb": 256, "passed": ["import runtime"],
                                                    "failure": {"step": "load bundle", "error": "MemoryError"},
@@ -211,9 +228,10 @@ def test_report_json_and_markdown(tmp_path):
     assert "| minilm | sentence |" in md and "meets at 10,000 docs (p95 margin" in md
     assert "from a 10,000-document index" in md  # the verdict names its index size
     assert "| g | 1.20 | 1.10–1.30, median 1.20 over 3 rounds |" in md
-    assert "**no** (1/3 rounds; the target lies inside the spread)" in md
+    assert "not judged (3 rounds; a verdict needs 5)" in md and "**no**" not in md  # never from 3 rounds
+    assert "| h | 0.96 | 0.94–0.98, median 0.96 over 6 rounds | <= 1.0 | **yes** (6/6 rounds) |" in md
     assert "absent: absent" in md and "**Peers absent from this run**" in md and "- model2vec: not installed" in md
-    assert "0.80–1.10" in md  # edgeemb p50 ÷ fastembed, min–max over rounds
+    assert "1.00 (0.80–1.10, median 0.90, 3 rounds)" in md  # edgeemb p50 ÷ fastembed: min–max, median, rounds
     assert "300 (290–310)" in md  # throughput median with its spread
     assert "between encodes" in md and "0.450 / 0.495" in md  # both index query timings, labelled
     assert "streamed in 2,048-sentence chunks" in md and "one encode() call over all" in md
@@ -440,5 +458,6 @@ def test_plans():
     assert quick.index_sizes == (10_000,) and not quick.torch_peers
     assert full.index_sizes == (10_000, 100_000) and full.n_throughput == 10_000 and full.torch_peers
     assert full.ratio_rounds == 6 and full.n_latency == 300  # ratio verdicts: 6 rounds of 300 queries
+    assert full.ratio_rounds >= harness.MIN_VERDICT_ROUNDS > quick.ratio_rounds  # a quick run judges no ratio
     small = runner.make_plan(False, sentences=300)
     assert (small.n_throughput, small.n_duel, small.n_chunked) == (300, 300, 300)
