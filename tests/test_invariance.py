@@ -122,7 +122,7 @@ def test_per_row_graph_keeps_no_batch_wide_quantiser(sentence_kinds):
 
     enc = sentence_kinds["int8"].encoders[1]
     ops = {n.op_type for n in onnx.load(str(enc.path / "model.onnx")).graph.node}
-    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" not in ops
+    assert "MatMulIntegerToFloat" in ops and "DynamicQuantizeLinear" not in ops
 
 
 # ---- a graph with outlier tokens, as real encoders have (no torch needed) ----------------------------------
@@ -221,7 +221,36 @@ def test_per_row_rewrite_leaves_no_batch_wide_quantiser(outlier_kinds):
     ops = {n.op_type for n in onnx.load(str(outlier_kinds["int8"].encoders[1].path / "model.onnx")).graph.node}
     old = {n.op_type for n in onnx.load(str(outlier_kinds["int8-per-tensor (old)"].encoders[1].path /
                                             "model.onnx")).graph.node}
-    assert "MatMulInteger" in ops and "DynamicQuantizeLinear" not in ops and "DynamicQuantizeLinear" in old
+    assert "MatMulIntegerToFloat" in ops and "DynamicQuantizeLinear" not in ops and "DynamicQuantizeLinear" in old
+
+
+def test_fused_per_row_graph_equals_the_unfused_one_bit_for_bit(outlier_kinds, tmp_path, monkeypatch):
+    """The blocked QuantizeLinear + MatMulIntegerToFloat form computes the very values of the Div -> Round ->
+    Add -> Cast + MatMulInteger -> Cast -> Mul form it replaced (the fallback where opset 21 is out of reach)."""
+    import onnxruntime as ort
+
+    onnx_tools = pytest.importorskip("edgeemb_export.common.onnx_tools", reason="needs the export extra")
+    fp32 = outlier_kinds["fp32"].encoders[1].path / "model.onnx"
+    quiet(onnx_tools.quantize_int8, fp32, tmp_path / "fused.onnx")
+    monkeypatch.setattr(onnx_tools, "_to_opset", lambda model, version: False)
+    quiet(onnx_tools.quantize_int8, fp32, tmp_path / "unfused.onnx")
+    ops = {}
+    for name in ("fused", "unfused"):
+        import onnx
+
+        ops[name] = {n.op_type for n in onnx.load(str(tmp_path / f"{name}.onnx")).graph.node}
+    assert "QuantizeLinear" in ops["fused"] and "Round" not in ops["fused"] and "Round" in ops["unfused"]
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, 150, size=(7, 9)).astype(np.int64)
+    mask = (rng.random((7, 9)) > 0.3).astype(np.int64)
+    mask[:, 0] = 1
+    outs = []
+    for name in ("fused", "unfused"):
+        sess = ort.InferenceSession(str(tmp_path / f"{name}.onnx"), providers=["CPUExecutionProvider"])
+        feeds = {i.name: {"input_ids": ids, "attention_mask": mask}.get(i.name, np.zeros_like(ids))
+                 for i in sess.get_inputs()}
+        outs.append(sess.run(None, feeds)[0])
+    np.testing.assert_array_equal(outs[0], outs[1])
 
 
 # ---- tiny LLM encoder (Llama) -----------------------------------------------------------------------------
