@@ -15,7 +15,7 @@ distill_mod = pytest.importorskip("edgeemb_export.static.distill", reason="needs
 from edgeemb_export.common.errors import ExportError
 from edgeemb_export.recipes import build, load_recipe
 from edgeemb_export.sentence.bert_source import load_bert_file, torch_bert
-from edgeemb_export.static import vocab
+from edgeemb_export.common import vocab
 from test_e5s1 import tiny_container
 from torch_helpers import one_torch_thread  # noqa: F401
 

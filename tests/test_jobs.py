@@ -305,3 +305,168 @@ def test_index_from_embeddings_with_another_vector_storage(default_bundle, corpu
     assert report.count == 240
     with edgeemb.Index.open(tmp_path / "ix", read_only=True) as ix:
         assert ix.search(vectors[42], k=1)[0].id == ids[42]
+
+
+# -- Ray: joining a running cluster, a wrong address, a killed driver -------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pids_naming(text: str) -> list[int]:
+    """Live processes whose command line contains `text`."""
+    found = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and text.encode() in (d / "cmdline").read_bytes():
+                found.append(int(d.name))
+        except OSError:
+            pass
+    return found
+
+
+@pytest.fixture()
+def ray_head():
+    """A head node started with `ray start --head` on 127.0.0.1 in its own session and temp dir; yields its
+    address and temp dir. Stopped by signalling its process group, not `ray stop`, which would stop every Ray
+    cluster on the machine (another test's, another user's)."""
+    import shutil
+    import tempfile
+
+    pytest.importorskip("ray")
+    ray_bin = Path(sys.executable).with_name("ray")
+    if not ray_bin.exists():
+        pytest.skip("no `ray` command beside this Python")
+    # Ray's sockets live under the temp dir and an AF_UNIX path holds 107 bytes: tmp_path is too deep for it
+    temp = tempfile.mkdtemp(prefix="edgeemb-ray-")
+    port = free_port()
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.Popen([str(ray_bin), "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                             "--num-cpus=2", "--include-dashboard=false", f"--temp-dir={temp}",
+                             "--disable-usage-stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        out = proc.communicate(timeout=120)[0].decode(errors="replace")
+        if proc.returncode != 0:
+            pytest.skip(f"`ray start --head` failed here: {out.strip().splitlines()[-1:]}")
+        yield f"127.0.0.1:{port}", temp
+    finally:
+        for sig, wait in ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            for pid in pids_naming(temp):
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline and pids_naming(temp):
+                time.sleep(0.2)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_engine_joins_a_running_cluster_and_leaves_it_running(default_bundle, corpus, tmp_path, ray_head):
+    address, temp = ray_head
+    path, ids = corpus
+    cluster = [p for p in pids_naming(temp) if b"gcs_server" in Path(f"/proc/{p}/cmdline").read_bytes()
+               or b"raylet" in Path(f"/proc/{p}/cmdline").read_bytes()]
+    assert len(cluster) >= 2, "no gcs_server / raylet of the head node found"
+    # the API in a fresh interpreter: after an in-process local cluster (the tests above), a second ray.init in
+    # the same process saw its actors cancelled before they ran (Ray Data state kept across clusters)
+    script = ("import sys, ray\nfrom edgeemb.jobs import embed_corpus\n"
+              "res = embed_corpus(sys.argv[1], sys.argv[2], sys.argv[3], engine='ray', address=sys.argv[4], "
+              "workers=2, threads=1, block_rows=40)\n"
+              "assert (res.rows, res.shards) == (240, 6), res\n"
+              "assert not ray.is_initialized(), 'the job left its connection open'\n")
+    api = subprocess.run([sys.executable, "-c", script, str(path), str(default_bundle), str(tmp_path / "api"),
+                          address], capture_output=True, text=True, timeout=300, check=False,
+                         env={**os.environ, "RAY_AUTH_MODE": "disabled"})  # the head's mode
+    assert api.returncode == 0, api.stderr[-3000:]
+    assert all(Path(f"/proc/{p}").exists() for p in cluster)  # the cluster it joined is left running
+    cli = run_cli(["embed", str(path), "-b", str(default_bundle), "-o", str(tmp_path / "cli"), "--engine", "ray",
+                   "--address", address, "--workers", "2", "--threads", "1", "--block-size", "40", "-q"],
+                  env={"RAY_AUTH_MODE": "disabled"})
+    assert cli.returncode == 0, cli.stderr
+    assert "engine ray" in cli.stderr
+    assert all(Path(f"/proc/{p}").exists() for p in cluster)
+    embed_corpus(path, default_bundle, tmp_path / "local", block_rows=40, threads=1)
+    local_ids, local_vectors, _ = job_rows(tmp_path / "local")
+    for name in ("api", "cli"):
+        got_ids, vectors, _ = job_rows(tmp_path / name)
+        assert got_ids == local_ids == ids
+        np.testing.assert_array_equal(vectors, local_vectors)
+        assert json.loads((tmp_path / name / MANIFEST).read_text())["engine"] == "ray"
+
+
+def test_ray_engine_wrong_address_is_one_quick_line(default_bundle, corpus, tmp_path):
+    pytest.importorskip("ray")
+    pytest.importorskip("ray.data")
+    path, _ = corpus
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
+    start = time.perf_counter()
+    with pytest.raises(EmbedJobError, match=f"cannot join the Ray cluster at {address}") as info:
+        embed_corpus(path, default_bundle, tmp_path / "api", engine="ray", address=address)
+    assert "\n" not in str(info.value)
+    assert time.perf_counter() - start < 30  # Ray alone retries for minutes
+    out = run_cli(["embed", str(path), "-b", str(default_bundle), "-o", str(tmp_path / "cli"), "--engine", "ray",
+                   "--address", address, "-q"], timeout=120)
+    assert out.returncode == 2
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"cannot join the Ray cluster at {address}" in lines[0], out.stderr
+
+
+def ray_descendants(root: int) -> dict[int, int]:
+    """pid -> start time of the live descendants of `root` whose command line names ray."""
+    from edgeemb.jobs.ray_guard import descendants, names_ray
+
+    return {pid: t for pid, t in descendants(root).items() if names_ray(pid)}
+
+
+def alive(pid: int, started: int) -> bool:
+    from edgeemb.jobs.ray_guard import _stat
+
+    st = _stat(pid)
+    return st is not None and st[1] == started and st[2] not in "ZX"
+
+
+@pytest.mark.slow
+def test_a_killed_driver_leaves_no_ray_processes(default_bundle, tmp_path):
+    pytest.importorskip("ray")
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc")
+    path = tmp_path / "docs.txt"
+    make_corpus(path, 400, ids=False)
+    pid_dir = tmp_path / "pids"
+    pid_dir.mkdir()
+    script = ("import sys\nfrom edgeemb.jobs import embed_corpus\n"
+              "embed_corpus(sys.argv[1], sys.argv[2], sys.argv[3], engine='ray', workers=2, threads=1, "
+              "block_rows=20)\n")
+    driver = subprocess.Popen([sys.executable, "-c", script, str(path), str(default_bundle), str(tmp_path / "emb")],
+                              env={**os.environ, "EDGEEMB_EMBED_ACTOR_PIDS": str(pid_dir),
+                                   "EDGEEMB_EMBED_DELAY": "0.5"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and len(list(pid_dir.iterdir())) < 2 and driver.poll() is None:
+            time.sleep(0.2)
+        assert len(list(pid_dir.iterdir())) >= 2, "the actors never started"
+        time.sleep(1.0)  # the guard records twice a second
+        before = ray_descendants(driver.pid)
+        names = {Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[0] for p in before if alive(p, before[p])}
+        assert any(b"raylet" in n for n in names) and any(b"DashboardAgent" in n for n in names), names
+    finally:
+        driver.kill()
+        driver.wait()
+    deadline = time.monotonic() + 10  # without the guard, Ray's agents outlived the driver by ~61 s
+    while time.monotonic() < deadline and any(alive(p, t) for p, t in before.items()):
+        time.sleep(0.5)
+    left = [p for p, t in before.items() if alive(p, t)]
+    for pid in left:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"{len(left)} Ray processes outlived the killed driver"

@@ -21,7 +21,9 @@ def add_parsers(sub: Subparsers, export_sub: Subparsers) -> None:
     p.add_argument("-o", "--out", required=True, help="output folder (new, empty, or this same job to resume)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="local: one process (default); ray: Ray Data actors (needs the ray extra)")
-    p.add_argument("--address", default=None, help="ray: cluster to join (default: start a local one here)")
+    p.add_argument("--address", default=None, help="ray: HOST:PORT of a running cluster to join, left running "
+                   "after (default: start a local one here); a cluster with token authentication needs "
+                   "RAY_AUTH_MODE=token")
     p.add_argument("--workers", type=int, default=None, help="ray: actors, one Encoder each (default: CPUs/threads)")
     p.add_argument("--threads", type=int, default=None,
                    help="onnxruntime threads (local default: physical cores; ray: per actor, default 1)")

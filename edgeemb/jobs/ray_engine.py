@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import socket
 import time
 import warnings
 from collections.abc import Iterator
@@ -24,7 +25,9 @@ from ray.data import ActorPoolStrategy, Datasource, ReadTask
 from ray.data.block import BlockMetadata
 
 from ..errors import EdgeembError
+from . import ray_guard
 from .embed import Hooks, ShardWriter, encode_block
+from .ray_guard import Guard
 from .shards import EmbedJobError
 from .source import BlockRef, CorpusSpec, Docs, Plan, read_block
 
@@ -142,7 +145,7 @@ class Assembler:
 def run_ray(plan: Plan, pending: list[BlockRef], writer: ShardWriter, ref: str, bundle_id: str, dim: int,
             workers: int | None, threads: int, address: str | None, batch_size: int, hooks: Hooks) -> None:
     """Encode the pending blocks on Ray and hand each completed block to the writer."""
-    started = _init(address, workers, threads)
+    started, guard = _init(address, workers, threads)
     try:
         if workers is None:
             cpus = ray.cluster_resources()  # type: ignore[no-untyped-call, unused-ignore]
@@ -178,6 +181,8 @@ def run_ray(plan: Plan, pending: list[BlockRef], writer: ShardWriter, ref: str, 
     finally:
         if started:
             ray.shutdown()
+        if guard is not None:
+            guard.done()
 
 
 def read_concurrency(workers: int) -> int:
@@ -191,24 +196,50 @@ def _retry_args() -> dict[str, int]:
     return {"max_restarts": MAX_RESTARTS, "max_task_retries": MAX_TASK_RETRIES}
 
 
-def _init(address: str | None, workers: int | None, threads: int) -> bool:
-    """Join `address`, or reuse an initialised Ray, or start a local one; True when this call started it."""
+def _init(address: str | None, workers: int | None, threads: int) -> tuple[bool, Guard | None]:
+    """Join `address`, or reuse an initialised Ray, or start a local one watched by a Guard (which kills its
+    processes if this driver dies without shutting it down); (True when this call initialised Ray, the Guard)."""
     if ray.is_initialized():
-        return False
+        return False, None
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    guard = None
     try:
         if address:
+            check_reachable(address)
             ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
         else:
             from ..sysinfo import physical_cores
 
             cpus = (workers or max(1, physical_cores() // threads)) * threads
+            guard = ray_guard.start()
             ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    except EdgeembError:
+        raise
     except Exception as exc:  # noqa: BLE001 - ConnectionError, RuntimeError, ...
+        if guard is not None:
+            guard.done()
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+        hint = ""
+        if address and os.environ.get("RAY_AUTH_MODE", "").lower() != "token":
+            hint = ("; if it uses token authentication (Ray turns it on for `ray start` where ~/.ray/auth_token "
+                    "exists), set RAY_AUTH_MODE=token")
         raise EmbedJobError(f"cannot start or join {where} ({str(exc).splitlines()[0] if str(exc) else exc!r})"
-                            ) from None
-    return True
+                            f"{hint}") from None
+    return True, guard
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail at once when nothing listens at a HOST:PORT address: Ray itself retries for minutes (20 connection
+    attempts of ~11 s each) before it gives up. Other forms (`auto`, `ray://...`) are left to Ray."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "/" in address:
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise EmbedJobError(f"cannot join the Ray cluster at {address}: nothing answers there "
+                            f"({exc.strerror or type(exc).__name__}); start it with `ray start --head` or check "
+                            f"--address") from None
 
 
 def _job_error(exc: BaseException) -> EdgeembError:

