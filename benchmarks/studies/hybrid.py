@@ -1,5 +1,8 @@
 """Hybrid retrieval study (docs/results/hybrid.md): quality on BEIR SciFact, memory and latency on a 100k index.
 
+A study script, not library code: over 400 lines because its stages share one vector cache, one index build and
+one report, so the committed figures come from one command.
+
     .venv/bin/python -m edgeemb_bench.studies.hybrid [--stage all|embed|scifact|memory|scale|report] [--docs N]
 
 Stages:

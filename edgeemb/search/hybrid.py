@@ -1,5 +1,9 @@
 """HybridRetriever: two-stage search, a cheap encoder recalls candidates and a contextual one orders them.
 
+Over 400 lines because it is one public class over three recall sources and two stores that must be written in
+one order for crash safety (fine rows, then the store, then the derived keyword index and bits); the bit code,
+the keyword index and the int8 rows live in their own modules.
+
 The coarse (e.g. static) encoder's document vectors live in the HNSW graph of an Index; the fine encoder's
 document vectors are kept as int8 rows with a per-row scale in `fine.i8` beside the store, memory-mapped and
 read only for the N candidates of a query ("stored" rerank). With rerank="live" the candidates' texts are
