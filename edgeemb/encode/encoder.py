@@ -279,16 +279,19 @@ class Encoder:
 
 
 def load(path: str | Path | None = None, threads: int | None = None, verify: bool | str = True, arena: bool = True,
-         mem_pattern: bool = True, low_memory: bool = False) -> Encoder:
+         mem_pattern: bool = False, low_memory: bool = False) -> Encoder:
     """Load a bundle folder or .tar archive (None: the embedded default); create its onnxruntime session once.
 
     threads: intra-op threads (default: physical cores); verify: check every file's sha256 (a file hashed
     before with unchanged path, size and mtime is trusted; "full" re-hashes everything);
-    low_memory: preset for small devices: one thread, no memory-pattern planning, batches capped at 512 padded
-    tokens. The arena stays on: turning it off raised peak RSS here (PITFALLS.md; docs/results/shipping.md).
+    mem_pattern: onnxruntime's memory-pattern planning, off by default: it allocates each batch shape's tensors
+    as one block, which made the arena map regions of 64 MB and more (MiniLM int8 peak 207 -> 169 MB on 2 KB
+    texts, same vectors; docs/results/encode-memory.md);
+    low_memory: preset for small devices: one thread, batches capped at 512 padded tokens. The arena stays on:
+    turning it off raised peak RSS here (PITFALLS.md; docs/results/shipping.md).
     """
     if low_memory:
-        threads, mem_pattern = 1 if threads is None else threads, False
+        threads = 1 if threads is None else threads
     threads = physical_cores() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive int, got {threads!r}")
