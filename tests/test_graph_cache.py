@@ -99,3 +99,16 @@ def test_copies_are_capped_oldest_first(home, bundle_copy, monkeypatch):
     edgeemb.load(bundle_copy, threads=1)
     names = sorted(p.name[:1] for p in copies(home))
     assert len(names) == 2 and "a" not in names and "b" in names
+
+
+def test_a_graph_onnxruntime_refuses_is_one_line_and_leaves_no_temporary_copy(home, bundle_copy):
+    from edgeemb.bundle import file_entry, read_manifest, write_manifest
+
+    (bundle_copy / "model.onnx").write_bytes(b"\x08\x07 not a graph")
+    m = read_manifest(bundle_copy)
+    m.files["model.onnx"] = file_entry(bundle_copy / "model.onnx")  # hashed as listed: onnxruntime must refuse
+    write_manifest(bundle_copy, m)
+    with pytest.raises(BundleError, match="onnxruntime cannot load it"):
+        edgeemb.load(bundle_copy, threads=1)
+    folder = home / graphcache.GRAPHS_DIR
+    assert not folder.is_dir() or list(folder.iterdir()) == []

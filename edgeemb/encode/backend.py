@@ -63,12 +63,12 @@ class OnnxBackend:
         tmp = graphcache.save_while_creating(so, sha256) if use_cache and sha256 else None
         try:
             self.session = self._create(model, so)
-        finally:
+        except BundleError:
             if tmp is not None:
-                if hasattr(self, "session"):
-                    graphcache.keep(tmp, sha256 or "")
-                else:
-                    tmp.unlink(missing_ok=True)
+                tmp.unlink(missing_ok=True)
+            raise
+        if tmp is not None and sha256:
+            graphcache.keep(tmp, sha256)
 
     @staticmethod
     def _session(model: Path, threads: int, arena: bool, mem_pattern: bool, optimize: bool) -> ort.InferenceSession:
