@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from pathlib import Path
 
 from ..paths import DEFAULT_BUNDLES, bundles_dir
-from .wheel import ENTRY_GROUP
+
+ENTRY_GROUP = "edgeemb.bundles"  # entry points of bundle wheels (edgeemb pack --wheel writes them)
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,8 @@ class Available:
 
 def installed_bundle(name: str) -> Path | None:
     """The folder of a bundle installed as a wheel under this name (or alias), or None."""
+    from importlib.metadata import entry_points  # ~21 ms to import: only when a name is not in the cache
+
     for ep in entry_points(group=ENTRY_GROUP, name=name):
         try:
             return Path(ep.load())
@@ -30,6 +32,8 @@ def installed_bundle(name: str) -> Path | None:
 
 def available_bundles() -> list[Available]:
     """Embedded defaults built in the cache, other bundles in the cache, and bundles installed as wheels."""
+    from importlib.metadata import entry_points
+
     found: list[Available] = []
     root = bundles_dir()
     aliases = {folder: alias for alias, folder in DEFAULT_BUNDLES.items()}

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from ..atomic import atomic_writer
 from ..errors import BundleError
+from .installed import ENTRY_GROUP
 from .manifest import MANIFEST, read_manifest
 from .verify import verify_files
 
-ENTRY_GROUP = "edgeemb.bundles"
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed member times: the same bundle gives the same wheel
 
 
