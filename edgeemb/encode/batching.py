@@ -9,6 +9,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from ..errors import BundleError, InputError
+from .unigram import UnigramTokenizer, load_unigram
 
 CHARS_PER_TOKEN_CAP = 64  # a huge text is cut to max_length * 64 characters before tokenising
 MAX_WINDOWS = 64  # long_text="window": at most this many windows of max_length tokens per text (memory bound)
@@ -57,14 +58,18 @@ class TextTokenizer:
     """A tokenizers.Tokenizer set to truncate at max_length with no fixed padding.
 
     eos_id: append this token to every text (LLM encoders pooling the last token); truncation leaves it room.
+    A Unigram (SentencePiece) tokenizer.json is held by unigram.UnigramTokenizer (same ids, ~5x less memory:
+    XLM-R's 250k pieces 51 MB instead of 280 MB) unless compact_unigram is False.
     """
 
     eos_id: int | None = None
+    compact_unigram = True
 
     def __init__(self, path: str | Path, max_length: int, pad_id: int = 0, padding_side: str = "right",
                  eos_id: int | None = None):
         try:
-            self.tokenizer = Tokenizer.from_file(str(path))
+            compact = load_unigram(path) if self.compact_unigram else None
+            self.tokenizer: Tokenizer | UnigramTokenizer = compact or Tokenizer.from_file(str(path))
         except Exception as exc:  # noqa: BLE001 - tokenizers raises bare Exception subclasses
             raise BundleError(f"{path}: cannot load tokenizer ({str(exc).splitlines()[0]})") from None
         if eos_id is not None and max_length < 2:

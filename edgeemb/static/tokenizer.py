@@ -45,7 +45,12 @@ def ascii_fast_path(tok: Tokenizer) -> tuple[re.Pattern[str], bool] | None:
 class StaticTokenizer(TextTokenizer):
     """TextTokenizer with a word-cache fast path for printable-ASCII texts (same ids as the tokenizers pipeline,
     several times faster: tokenising dominates a static model's cost), and fastText n-gram ids for unknown words.
+    Keeps tokenizers' own Unigram model (compact_unigram False): a static bundle's vocabulary is small, and its
+    speed is tokenising.
     """
+
+    compact_unigram = False
+    tokenizer: Tokenizer  # always tokenizers' own (compact_unigram False)
 
     def __init__(self, path: Path, max_length: int, pad_id: int, model: StaticModel):
         super().__init__(path, max_length, pad_id, "right")
