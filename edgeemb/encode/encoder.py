@@ -1,8 +1,12 @@
 """One Encoder for every bundle kind: tokenise, run the ONNX graph once per batch, pool, normalise."""
 from __future__ import annotations
 
+import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -18,6 +22,7 @@ from ..sysinfo import physical_cores
 from . import pooling
 from .backend import Backend, OnnxBackend
 from .batching import CHARS_PER_TOKEN_CAP, MAX_WINDOWS, Batch, TextTokenizer, check_texts
+from .parallel import SessionPool, one_ahead
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -57,20 +62,48 @@ class TextEncoder(Protocol):
     def encode_documents(self, texts: Sequence[str], **kw: Any) -> np.ndarray: ...
 
 
+Task = Callable[[Backend], None]  # one batch's work, given the session to run it on
+
+
+@dataclass
+class _Span:
+    """One tokenised span of an encode() call: where it starts, its batches, and (windows) each window's text."""
+
+    start: int
+    truncated: int
+    owner: np.ndarray | None
+    batches: Iterable[Batch]
+
+
 class Encoder:
     """A loaded bundle: `.path`, `.manifest`, `.dim`; `encode(texts)` -> float32 (n, dim).
 
     `backend` runs the model (an OnnxBackend, the static table, or any `Backend`); the graph's input and output
-    names come from the manifest.
+    names come from the manifest. `more_sessions`: further backends of the same graph (load(sessions=N)); a
+    span's batches are dealt to all of them while `backend` is still the one they were made with.
+    `overlap`: tokenise the next span in a background thread while this one runs (calls of more than one span;
+    on for onnxruntime backends: the static table's tokenizer keeps caches its backend reads).
     """
 
-    def __init__(self, path: Path, manifest: Manifest, backend: Backend, tokenizer: TextTokenizer, threads: int):
+    def __init__(self, path: Path, manifest: Manifest, backend: Backend, tokenizer: TextTokenizer, threads: int,
+                 more_sessions: Sequence[Backend] = ()):
         self.path, self.manifest, self.backend, self.tokenizer, self.threads = path, manifest, backend, tokenizer, threads
         self.truncated = 0  # texts cut to max_length over this Encoder's life
         self.zero_vectors = 0  # texts that got a zero vector (no known token) over this Encoder's life
         self.max_tokens = DEFAULT_MAX_TOKENS  # padded tokens per batch when encode() is not told otherwise
+        self.overlap = isinstance(backend, OnnxBackend)
+        self._sessions = (backend, *more_sessions)
         self._inputs = list(manifest.inputs)
         self._outputs = set(manifest.outputs)
+
+    @property
+    def sessions(self) -> int:
+        """How many sessions encode() deals batches to."""
+        return len(self._backends())
+
+    def _backends(self) -> tuple[Backend, ...]:
+        """The sessions made by load(), or only `backend` once something replaced it."""
+        return self._sessions if self._sessions[0] is self.backend else (self.backend,)
 
     @property
     def dim(self) -> int:
@@ -86,7 +119,9 @@ class Encoder:
 
     def __repr__(self) -> str:
         m = self.manifest
-        return f"Encoder({m.name!r}, kind={m.kind}, dim={m.dim}, quantization={m.quantization}, threads={self.threads})"
+        sessions = f", sessions={self.sessions}" if self.sessions > 1 else ""
+        return (f"Encoder({m.name!r}, kind={m.kind}, dim={m.dim}, quantization={m.quantization}, "
+                f"threads={self.threads}{sessions})")
 
     @property
     def wv(self) -> WordVectors:
@@ -146,13 +181,27 @@ class Encoder:
         if not texts:
             return out[0] if single else out
         truncated = 0
+        cap = self.tokenizer.max_length * CHARS_PER_TOKEN_CAP
+        spans = list(tokenize_chunks(texts, cap))
         with Progress(len(texts), f"encode {self.name}", show_progress, "texts") as bar:
-            for start, end in tokenize_chunks(texts, self.tokenizer.max_length * CHARS_PER_TOKEN_CAP):
-                tok = self.tokenizer.tokenize(texts[start:end])  # bounded: tokenizers' encodings die per chunk
-                truncated += tok.truncated
-                for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
-                    out[start + batch.rows] = self._embed_batch(batch, normalize, layer_index)
-                    bar.update(len(batch.rows))
+            if len(self._backends()) == 1 and (len(spans) == 1 or not self.overlap):  # a query: no thread
+                for start, end in spans:
+                    tok = self.tokenizer.tokenize(texts[start:end])  # bounded: tokenizers' encodings die per chunk
+                    truncated += tok.truncated
+                    for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
+                        out[start + batch.rows] = self._embed_batch(batch, normalize, layer_index)
+                        bar.update(len(batch.rows))
+            else:
+                def put(backend: Backend, start: int, batch: Batch) -> None:
+                    out[start + batch.rows] = self._embed_batch(batch, normalize, layer_index, backend)
+
+                with closing(self._spans(texts, spans, False, batch_size, max_tokens)) as ready, \
+                        self._runner() as run:
+                    for span in ready:
+                        truncated += span.truncated
+                        for batch in span.batches:
+                            run(partial(put, start=span.start, batch=batch))
+                            bar.update(len(batch.rows))
         self._note_truncation(truncated, len(texts))
         if layer_index is None:
             self._note_zero_vectors(out, len(texts))
@@ -174,19 +223,64 @@ class Encoder:
         total = np.zeros(len(texts), dtype=np.float32)  # tokens per text, over its windows
         truncated = 0
         cap = self.tokenizer.max_length * CHARS_PER_TOKEN_CAP * MAX_WINDOWS
-        with Progress(len(texts), f"encode {self.name} (windows)", show_progress, "texts") as bar:
-            for start, end in tokenize_chunks(texts, cap):  # bounded memory, as in encode()
-                tok, owner = self.tokenizer.tokenize_windows(texts[start:end])
-                truncated += tok.truncated
-                for batch in self.tokenizer.batches(tok, batch_size, max_tokens):
-                    n = batch.attention_mask.sum(axis=1).astype(np.float32)
-                    rows = start + owner[batch.rows]
-                    np.add.at(out, rows, self._embed_batch(batch, False) * n[:, None])
-                    np.add.at(total, rows, n)
+        lock = threading.Lock()  # sessions: windows of one text may finish in two threads at once
+
+        def add(backend: Backend, rows: np.ndarray, batch: Batch) -> None:
+            n = batch.attention_mask.sum(axis=1).astype(np.float32)
+            vecs = self._embed_batch(batch, False, None, backend) * n[:, None]
+            with lock:
+                np.add.at(out, rows, vecs)
+                np.add.at(total, rows, n)
+
+        spans = list(tokenize_chunks(texts, cap))  # bounded memory, as in encode()
+        with Progress(len(texts), f"encode {self.name} (windows)", show_progress, "texts") as bar, \
+                closing(self._spans(texts, spans, True, batch_size, max_tokens)) as ready, self._runner() as run:
+            for span, (start, end) in zip(ready, spans):
+                assert span.owner is not None
+                truncated += span.truncated
+                for batch in span.batches:
+                    run(partial(add, rows=start + span.owner[batch.rows], batch=batch))
                 bar.update(end - start)
         self._note_truncation(truncated, len(texts))
         out /= np.maximum(total, 1)[:, None]
         return pooling.finish(out, normalize, is_unit=False)
+
+    def _spans(self, texts: list[str], spans: list[tuple[int, int]], windows: bool, batch_size: int,
+               max_tokens: int) -> Generator[_Span, None, None]:
+        """The spans tokenised and batched: with overlap and more than one span, each next one in a background
+        thread (one ahead, its batches padded there too), else here, batches padded as they are taken. Use it
+        under contextlib.closing, which joins the thread."""
+        def make(span: tuple[int, int], padded: bool) -> _Span:
+            start, end = span
+            if windows:
+                tok, owner = self.tokenizer.tokenize_windows(texts[start:end])
+            else:
+                tok, owner = self.tokenizer.tokenize(texts[start:end]), None
+            batches = self.tokenizer.batches(tok, batch_size, max_tokens)
+            return _Span(start, tok.truncated, owner, list(batches) if padded else batches)
+
+        if self.overlap and len(spans) > 1:
+            with closing(one_ahead(partial(make, padded=True), spans)) as ready:
+                yield from ready
+        else:
+            for span in spans:
+                yield make(span, False)
+
+    @contextmanager
+    def _runner(self) -> Iterator[Callable[[Task], None]]:
+        """run(task): here with one session; with more, on the session threads of a SessionPool (joined when
+        the block ends; a task's exception is raised here)."""
+        backends = self._backends()
+        if len(backends) == 1:
+            backend = backends[0]
+
+            def run(task: Task) -> None:
+                task(backend)
+
+            yield run
+        else:
+            with SessionPool(backends) as pool:
+                yield pool.submit
 
     def get_sentence_embedding_dimension(self) -> int:
         """sentence-transformers' name for dim."""
@@ -240,19 +334,22 @@ class Encoder:
             raise InputError(f"layer must be 'all' or an int in {-(n + 1)}..{n}, got {layer!r}")
         return self.manifest.layers.index(layer % (n + 1))
 
-    def _embed_batch(self, batch: Batch, normalize: bool, layer_index: int | str | None = None) -> np.ndarray:
+    def _embed_batch(self, batch: Batch, normalize: bool, layer_index: int | str | None = None,
+                     backend: Backend | None = None) -> np.ndarray:
+        """One batch's pooled vectors, run on `backend` (default: self.backend)."""
+        backend = self.backend if backend is None else backend
         if layer_index is not None:  # layer_embeddings are pooled, never normalised, in the graph
-            (vecs,) = self._run(batch, ["layer_embeddings"])
+            (vecs,) = self._run(batch, ["layer_embeddings"], backend)
             vecs = vecs if isinstance(layer_index, str) else vecs[:, layer_index]  # a str is "all"
             return pooling.finish(vecs, normalize, is_unit=False)
-        fused = self.backend.normalized
+        fused = backend.normalized
         if normalize or not fused or "token_embeddings" not in self._outputs:
-            (vecs,) = self._run(batch, ["sentence_embedding"])
+            (vecs,) = self._run(batch, ["sentence_embedding"], backend)
             return pooling.finish(vecs, normalize, is_unit=fused)
-        (tokens,) = self._run(batch, ["token_embeddings"])  # raw vectors from a graph that normalises
+        (tokens,) = self._run(batch, ["token_embeddings"], backend)  # raw vectors from a graph that normalises
         return pooling.finish(pooling.pool(tokens, batch.attention_mask, self.manifest.pooling), False, False)
 
-    def _run(self, batch: Batch, outputs: list[str]) -> list[np.ndarray]:
+    def _run(self, batch: Batch, outputs: list[str], backend: Backend | None = None) -> list[np.ndarray]:
         feeds = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask,
                  "token_type_ids": batch.token_type_ids}
         if "position_ids" in self._inputs:
@@ -261,7 +358,7 @@ class Encoder:
             chosen = {k: feeds[k] for k in self._inputs}
         except KeyError as exc:
             raise BundleError(f"{self.path}: graph input {exc.args[0]!r} is not one edgeemb can feed") from None
-        return self.backend.run(outputs, chosen)
+        return (self.backend if backend is None else backend).run(outputs, chosen)
 
     def _note_zero_vectors(self, out: np.ndarray, total: int) -> None:
         n = int(np.count_nonzero(~out.any(axis=1)))
@@ -279,7 +376,7 @@ class Encoder:
 
 
 def load(path: str | Path | None = None, threads: int | None = None, verify: bool | str = True, arena: bool = True,
-         mem_pattern: bool = False, low_memory: bool = False) -> Encoder:
+         mem_pattern: bool = False, low_memory: bool = False, sessions: int = 1) -> Encoder:
     """Load a bundle folder or .tar archive (None: the embedded default); create its onnxruntime session once.
 
     threads: intra-op threads (default: physical cores); verify: check every file's sha256 (a file hashed
@@ -287,14 +384,19 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
     mem_pattern: onnxruntime's memory-pattern planning, off by default: it allocates each batch shape's tensors
     as one block, which made the arena map regions of 64 MB and more (MiniLM int8 peak 207 -> 169 MB on 2 KB
     texts, same vectors; docs/results/encode-memory.md);
-    low_memory: preset for small devices: one thread, batches capped at 512 padded tokens. The arena stays on:
-    turning it off raised peak RSS here (PITFALLS.md; docs/results/shipping.md).
+    low_memory: preset for small devices: one thread, batches capped at 512 padded tokens, no background
+    tokenising. The arena stays on: turning it off raised peak RSS here (PITFALLS.md; docs/results/shipping.md).
+    sessions: onnxruntime sessions of threads // sessions intra-op threads each, a call's batches dealt to them
+    (data parallel: 2 one-thread sessions beat one 2-thread session on batches; each costs one more session's
+    memory, ~60 MB MiniLM); ignored by static bundles without a graph (numpy backend).
     """
     if low_memory:
         threads = 1 if threads is None else threads
     threads = physical_cores() if threads is None else threads
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise InputError(f"threads must be a positive int, got {threads!r}")
+    if isinstance(sessions, bool) or not isinstance(sessions, int) or not 1 <= sessions <= threads:
+        raise InputError(f"sessions must be a positive int no larger than threads ({threads}), got {sessions!r}")
     folder, manifest = open_bundle(path, verify=verify)
     if manifest.kind == "static" and "model.onnx" not in manifest.files:  # numpy gather backend, no graph
         from ..static.backend import load_static
@@ -304,13 +406,15 @@ def load(path: str | Path | None = None, threads: int | None = None, verify: boo
     if model.name not in manifest.files:
         raise BundleError(f"{folder / 'edgeemb.json'}: field 'files' lists no model.onnx")
     sha = manifest.files[model.name]["sha256"] if verify else None  # unverified: no cached copy keyed by it
-    backend = OnnxBackend(model, threads, manifest.normalize, arena, mem_pattern, sha, full_verify=verify == "full")
+    each = threads // sessions
+    backend = OnnxBackend(model, each, manifest.normalize, arena, mem_pattern, sha, full_verify=verify == "full")
     check_graph(folder, manifest, backend.session)
+    more = [OnnxBackend(model, each, manifest.normalize, arena, mem_pattern, sha) for _ in range(sessions - 1)]
     tok_opts = manifest.tokenizer
     tokenizer = TextTokenizer(folder / tok_opts.get("file", "tokenizer.json"), manifest.max_length,
                               tok_opts.get("pad_id", 0), tok_opts.get("padding_side", "right"),
                               tok_opts.get("eos_id") if manifest.options.get("append_eos") else None)
-    return _preset(Encoder(folder, manifest, backend, tokenizer, threads), low_memory)
+    return _preset(Encoder(folder, manifest, backend, tokenizer, threads, more), low_memory)
 
 
 def tokenize_chunks(texts: list[str], cap: int) -> Iterator[tuple[int, int]]:
@@ -344,7 +448,8 @@ def check_graph(folder: Path, manifest: Manifest, session: ort.InferenceSession)
 
 
 def _preset(encoder: Encoder, low_memory: bool) -> Encoder:
-    """Apply the low-memory batch cap."""
+    """Apply the low-memory batch cap (and no span tokenised ahead)."""
     if low_memory:
         encoder.max_tokens = LOW_MEMORY_MAX_TOKENS
+        encoder.overlap = False
     return encoder
