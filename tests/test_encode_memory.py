@@ -3,6 +3,8 @@
 RSS on a shared machine is too noisy to assert; what keeps the peak bounded is asserted instead: encode() hands
 the tokenizer bounded spans, the session runs without memory patterns (one planned block per shape made
 onnxruntime's arena map regions of 64 MB and more), and Index.add encodes a list in chunks of batch_size.
+Session 7: load() hands freed heap back (malloc_trim), and the prefix-first / grouped tokenising proposed for
+TextTokenizer.tokenize (the study's functions) gives exactly whole tokenising's ids, on texts built to break it.
 """
 from __future__ import annotations
 
@@ -71,3 +73,107 @@ def test_default_session_runs_without_memory_patterns(default_bundle):
     assert on.backend.session.get_session_options().enable_mem_pattern is True
     texts = ["a cat sits on the mat", "stock markets fell today " * 30, ""]
     np.testing.assert_array_equal(enc.encode(texts), on.encode(texts))  # memory planning changes no vector
+
+
+def _prefix_study():
+    """The study's prefix-first and grouped tokenising (proposed for TextTokenizer.tokenize), its adversarial texts."""
+    return pytest.importorskip("edgeemb_bench.studies.encode_memory")
+
+
+def _long_texts() -> list[str]:
+    """Corpus-shaped long texts: words, punctuation, accents and ideographs, 2 KB to 20 KB."""
+    words = "The river's 3 bridges, rebuilt in 1897 (by Ünïcödé & Co.), carry 中文 trains; naïve café-goers wait. "
+    return [(words * (size // len(words) + 1))[:size] for size in (2_048, 2_500, 9_000, 16_384, 20_000)]
+
+
+def _whole(tt, texts):
+    """Ground truth: every text cut to the character cap and tokenised whole, in one call."""
+    from edgeemb.encode.batching import CHARS_PER_TOKEN_CAP
+
+    cap = tt.max_length * CHARS_PER_TOKEN_CAP
+    encs = tt.tokenizer.encode_batch([t[:cap] for t in texts])
+    return ([e.ids for e in encs], [e.type_ids for e in encs],
+            sum(1 for t, e in zip(texts, encs) if e.overflowing or len(t) > cap))
+
+
+def _tokenizer(default_bundle):
+    from edgeemb.encode.batching import TextTokenizer
+
+    return TextTokenizer(default_bundle / "tokenizer.json", 256)
+
+
+def test_tokenising_gives_the_whole_capped_texts_ids(default_bundle):
+    """TextTokenizer.tokenize and the prefix-first / grouped variants give exactly whole tokenising's ids."""
+    study = _prefix_study()
+    tt = _tokenizer(default_bundle)
+    assert study.bert_word_local(tt.tokenizer)  # MiniLM's tokenizer qualifies, so the prefix path is taken
+    texts = study.adversarial_texts(tt.max_length, 8) + _long_texts() + ["short one", ""]
+    ids, type_ids, truncated = _whole(tt, texts)
+    for tok in (tt.tokenize(texts), study.prefix_tokenize(tt, texts, 8),
+                study.grouped_tokenize(tt, texts, lambda self, part: study.prefix_tokenize(self, part, 8), 3, 20_000)):
+        assert tok.ids == ids and tok.type_ids == type_ids and tok.truncated == truncated
+    study.prefix_tokenize(tt, texts, 8)
+    cut, redo = tt.last_prefix_stats
+    assert cut > redo > 0  # some prefixes overflowed (kept), some did not (tokenised again whole)
+
+
+def test_a_cut_inside_a_word_would_change_ids(default_bundle, monkeypatch):
+    """The check above is sensitive: cutting at the character budget instead of a word boundary changes ids."""
+    study = _prefix_study()
+    tt = _tokenizer(default_bundle)
+    texts = study.adversarial_texts(tt.max_length, 8)
+    monkeypatch.setattr(study, "word_cut", lambda text, n, cjk: n)
+    assert study.prefix_tokenize(tt, texts, 8).ids != _whole(tt, texts)[0]
+
+
+def test_prefix_tokenising_refuses_tokenizers_that_are_not_word_local():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    study = _prefix_study()
+    vocab = {"[UNK]": 0, "a": 1, "##b": 2}
+    bert = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    bert.normalizer = normalizers.BertNormalizer()
+    bert.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    assert study.bert_word_local(bert)
+    byte_level = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    byte_level.pre_tokenizer = pre_tokenizers.ByteLevel()  # attaches a space to the next word
+    assert not study.bert_word_local(byte_level)
+    nfkc = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    nfkc.normalizer = normalizers.NFKC()
+    nfkc.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    assert not study.bert_word_local(nfkc)
+    bert.add_special_tokens(["<two words>"])  # an added token with a space could straddle the cut
+    assert not study.bert_word_local(bert)
+
+
+@pytest.mark.parametrize("graph_cache", ["1", "0"])
+def test_loading_hands_freed_heap_back(default_bundle, monkeypatch, graph_cache):
+    """Session creation frees the parsed graph's buffers; load() trims them (glibc) so they are not resident."""
+    import platform
+    import sys
+
+    import edgeemb
+    from edgeemb.encode import backend
+
+    monkeypatch.setenv("EDGEEMB_GRAPH_CACHE", graph_cache)  # the optimised copy's load path and the plain one
+    calls: list[int] = []
+    real = backend.release_free_heap
+    monkeypatch.setattr(backend, "release_free_heap", lambda: calls.append(1) or real())
+    edgeemb.load(default_bundle, threads=1)
+    assert calls
+    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
+        assert backend._malloc_trim is not None  # found and called, not silently skipped
+
+
+def test_text_tokenizer_takes_the_prefix_path_and_the_check_sees_a_bad_cut(default_bundle, monkeypatch):
+    """TextTokenizer.tokenize itself (not the study's copy) tokenises prefixes first for MiniLM, and the ids
+    check above would catch it cutting inside a word."""
+    from edgeemb.encode import batching
+
+    study = _prefix_study()
+    tt = _tokenizer(default_bundle)
+    assert tt.word_local
+    texts = study.adversarial_texts(tt.max_length, batching.PREFIX_CHARS_PER_TOKEN)
+    assert tt.tokenize(texts).ids == _whole(tt, texts)[0]
+    monkeypatch.setattr(batching, "_word_cut", lambda text, n, cjk: n)
+    assert tt.tokenize(texts).ids != _whole(tt, texts)[0]

@@ -3,45 +3,61 @@
     .venv/bin/python benchmarks/studies/encode_memory.py run                 # the issue's sizes (slow on 2 cores)
     .venv/bin/python benchmarks/studies/encode_memory.py run --quick         # fewer texts, same shapes
     .venv/bin/python benchmarks/studies/encode_memory.py run --cases 16k --mem-pattern 1 0 --json out.json
-    taskset -c 1 .venv/bin/python benchmarks/studies/encode_memory.py speed --mem-pattern 1 0 --rounds 3
+    .venv/bin/python benchmarks/studies/encode_memory.py run --quick --variants base prepack=0 prefix=8
+    taskset -c 1 .venv/bin/python benchmarks/studies/encode_memory.py speed --variants base prepack=0 --rounds 3
+    .venv/bin/python benchmarks/studies/encode_memory.py check-ids --prefix 8     # prefix tokenising is exact
 
 Cases (texts built from en_corpus sentences, concatenated and cut to size; never synthetic): `short` (200k
 sentences, cycled), `2k` (5k texts of 2 KB), `16k` (2k texts of 16 KB), `10mb` (one text of 10 MB), and
 `index-static` (Index.add of 200k sentences with the default-static bundle, the default float32 storage).
 Each case runs in its own child process, which reports RSS after imports, after building its texts and after
 loading the bundle (the baseline), VmHWM (the peak, read by edgeemb_bench.probes), the output's size, and
-peak - output; the 1-minute load average is printed beside every figure. `speed` times encode() of 3,000
-sentences per setting, the settings interleaved round by round (pin it to one core with taskset).
+peak - output; the 1-minute load average is printed beside every figure. `speed` times encode() per variant,
+the variants interleaved round by round, in CPU time (pin it to one core with taskset).
+
+A variant is `base` or comma-separated `key=value`s: `mp` (memory patterns 0/1, default 0 as load()), `cache`
+(the optimised graph copy, EDGEEMB_GRAPH_CACHE, default 1), `prepack` (0 sets session.disable_prepacking), `span`
+(CHUNK_TEXTS:CHUNK_CHARS of encoder.py, monkeypatched), `prefix` (k: tokenise a whitespace-cut prefix of
+max_length * k characters first, re-tokenising the capped text only where it did not overflow; see
+prefix_tokenize), `group` (texts:chars: tokenise each span in groups this size, same ids; see grouped_tokenize), `drop` (1: the
+previous span's ids freed before the next span is tokenised, as a `del tok` in encode() would), `tokens`
+(max_tokens), `trim` (glibc malloc_trim(0): `0` none, as before session 7; `load`, after creating the
+session, which backend.py now does by default; `tok` also after tokenising each span; `all` = load + tok); a key with a dot is an onnxruntime session config entry. `run` and
+`speed` report whether each variant's vectors are bit-identical to the first variant's on the same texts.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 FULL = {"short": 200_000, "2k": 5_000, "16k": 2_000, "10mb": 1, "index-static": 200_000}
 QUICK = {"short": 10_000, "2k": 600, "16k": 300, "10mb": 1, "index-static": 20_000}
 SIZE = {"short": None, "2k": 2_048, "16k": 16_384, "10mb": 10 << 20, "index-static": None}
+KEYS = ("mp", "cache", "prepack", "span", "prefix", "group", "drop", "tokens", "trim")
 
 
-def texts_for(case: str, n: int) -> list[str]:
+def texts_for(case: str, n: int, corpus: str = "en_corpus") -> list[str]:
     """The case's texts: corpus sentences (cycled past the corpus' end), or consecutive sentences joined and cut."""
     from edgeemb_bench import data
 
     size = SIZE[case]
     if size is None:
-        rows = data.sentences("en_corpus")
+        rows = data.sentences(corpus)
         return [rows[i % len(rows)] for i in range(n)]
     out: list[str] = []
     parts: list[str] = []
     length = 0
     while len(out) < n:
-        for sentence in data.iter_sentences("en_corpus"):
+        for sentence in data.iter_sentences(corpus):
             parts.append(sentence)
             length += len(sentence) + 1
             if length >= size:
@@ -52,17 +68,223 @@ def texts_for(case: str, n: int) -> list[str]:
     return out
 
 
-def child(case: str, n: int, mem_pattern: bool, max_tokens: int | None) -> dict:
-    """One measurement in this (fresh) process: RSS at each stage, the peak, the output."""
-    from edgeemb_bench import probes
+def parse_variant(spec: str) -> dict[str, str]:
+    """'base' -> {}; 'k=v,k=v' -> {k: v}, keys checked (KEYS, or a dotted onnxruntime session config key)."""
+    if spec in ("", "base"):
+        return {}
+    out = {}
+    for part in spec.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or (key not in KEYS and "." not in key):
+            raise SystemExit(f"bad variant part {part!r}: expected key=value with a key among {KEYS} or dotted")
+        out[key] = value
+    return out
 
-    import numpy as np  # noqa: F401 - counted in the imports' RSS, as onnxruntime and tokenizers
-    import onnxruntime  # noqa: F401
+
+# ---- the prefix-first tokenisation (item 4): the function batching.TextTokenizer.tokenize would become ----
+
+def bert_word_local(tokenizer: Any) -> bool:
+    """Whether cutting a text before a space or a CJK ideograph splits its tokens exactly there: a BertNormalizer
+    (or none; every step of it maps characters one by one, NFD cannot reorder across a starter), the
+    BertPreTokenizer (splits on whitespace and punctuation, and the normaliser isolates CJK ideographs), a
+    WordPiece model (each word alone), and no added token that itself holds a space or an ideograph."""
+    from tokenizers import models, normalizers, pre_tokenizers
+
+    norm = tokenizer.normalizer
+    if norm is not None and not isinstance(norm, normalizers.BertNormalizer):
+        return False
+    if not isinstance(tokenizer.pre_tokenizer, pre_tokenizers.BertPreTokenizer):
+        return False
+    if not isinstance(tokenizer.model, models.WordPiece):
+        return False
+    cjk_ok = norm is not None and bool(norm.handle_chinese_chars)
+    return all(not any(c.isspace() or (cjk_ok and is_cjk(c)) for c in t.content)
+               for t in tokenizer.get_added_tokens_decoder().values())
+
+
+def is_cjk(c: str) -> bool:
+    """A CJK ideograph of the two main blocks, which BertNormalizer(handle_chinese_chars) makes a word of its own."""
+    o = ord(c)
+    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF
+
+
+def word_cut(text: str, n: int, cjk: bool) -> int:
+    """The largest p <= n with text[p] a space (or, with cjk, an ideograph): text[:p] ends at a word boundary.
+    0 when there is none (the caller then tokenises the whole text)."""
+    p = text.rfind(" ", 0, n + 1)
+    if cjk:
+        for q in range(n, max(p, n - 64, 0), -1):
+            if is_cjk(text[q]):
+                return q
+    return max(p, 0)
+
+
+def prefix_tokenize(self: Any, texts: list[str], k: int = 8) -> Any:
+    """TextTokenizer.tokenize, but a text longer than max_length * k characters is first tokenised only up to a
+    word boundary near that length; where that prefix already overflows max_length its kept ids are the capped
+    text's (the tokens of the rest can only follow them), otherwise the capped text is tokenised again."""
+    from edgeemb.encode.batching import CHARS_PER_TOKEN_CAP, Tokenized
+
+    cap = self.max_length * CHARS_PER_TOKEN_CAP
+    capped = [t[:cap] for t in texts]
+    cuts: dict[int, int] = {}
+    tok = self.tokenizer
+    exact = getattr(self, "_word_local", None)
+    if exact is None:
+        exact = self._word_local = bert_word_local(tok)
+    if exact and k > 0:
+        short = self.max_length * k
+        cjk = tok.normalizer is not None and bool(tok.normalizer.handle_chinese_chars)
+        for i, t in enumerate(capped):
+            if len(t) > short:
+                p = word_cut(t, short, cjk)
+                if p > 0:
+                    cuts[i] = p
+    encs = tok.encode_batch([t[:cuts[i]] if i in cuts else t for i, t in enumerate(capped)])
+    redo = [i for i in cuts if not encs[i].overflowing]
+    if redo:
+        for i, e in zip(redo, tok.encode_batch([capped[i] for i in redo])):
+            encs[i] = e
+    truncated = sum(1 for t, e in zip(texts, encs) if e.overflowing or len(t) > cap)
+    self.last_prefix_stats = (len(cuts), len(redo))
+    if self.eos_id is not None:
+        eos = [self.eos_id]
+        return Tokenized([e.ids + eos for e in encs], [e.type_ids + [0] for e in encs], truncated)
+    return Tokenized([e.ids for e in encs], [e.type_ids for e in encs], truncated)
+
+
+def grouped_tokenize(self: Any, texts: list[str], tokenize: Any, max_texts: int, max_chars: int) -> Any:
+    """`tokenize` (a TextTokenizer.tokenize) over groups of at most max_texts texts and max_chars characters
+    (each counted up to the cut), joined: the same ids, while the tokenizer's own Encoding objects (tokens,
+    offsets, overflow: ~200 bytes a token) exist for one group at a time instead of the whole span."""
+    from edgeemb.encode.batching import CHARS_PER_TOKEN_CAP, Tokenized
+
+    cap = self.max_length * CHARS_PER_TOKEN_CAP
+    ids: list[list[int]] = []
+    type_ids: list[list[int]] = []
+    truncated, start, chars = 0, 0, 0
+    for i, text in enumerate(texts):
+        chars += min(len(text), cap)
+        if i + 1 == len(texts) or i + 1 - start >= max_texts or chars >= max_chars:
+            part = tokenize(self, texts[start:i + 1])
+            ids += part.ids
+            type_ids += part.type_ids
+            truncated += part.truncated
+            start, chars = i + 1, 0
+    return Tokenized(ids, type_ids, truncated)
+
+
+# ---- applying a variant ----
+
+@contextlib.contextmanager
+def loading(variant: dict[str, str]) -> Iterator[None]:
+    """Load-time settings of a variant: session config entries (prepack, dotted keys) and the graph copy env."""
+    from edgeemb.encode import backend
+
+    config = {k: v for k, v in variant.items() if "." in k}
+    if variant.get("prepack") == "0":
+        config["session.disable_prepacking"] = "1"
+    real, env = backend.session_options, os.environ.get("EDGEEMB_GRAPH_CACHE")
+
+    def with_config(*args: Any, **kw: Any) -> Any:
+        so = real(*args, **kw)
+        for key, value in config.items():
+            so.add_session_config_entry(key, value)
+        return so
+
+    backend.session_options = with_config  # type: ignore[assignment]
+    trim = backend.release_free_heap
+    if variant.get("trim") == "0":  # before session 7: no malloc_trim after creating the session
+        backend.release_free_heap = lambda: None  # type: ignore[assignment]
+    if "cache" in variant:
+        os.environ["EDGEEMB_GRAPH_CACHE"] = variant["cache"]
+    try:
+        yield
+    finally:
+        backend.session_options = real  # type: ignore[assignment]
+        backend.release_free_heap = trim  # type: ignore[assignment]
+        if env is None:
+            os.environ.pop("EDGEEMB_GRAPH_CACHE", None)
+        else:
+            os.environ["EDGEEMB_GRAPH_CACHE"] = env
+
+
+def malloc_trim() -> None:
+    """glibc's malloc_trim(0): hand the free pages of every malloc arena back to the system (Linux only)."""
+    from edgeemb.encode.backend import release_free_heap
+
+    release_free_heap()
+
+
+def load_variant(variant: dict[str, str]) -> Any:
+    """The default bundle loaded with one thread under the variant's load-time settings."""
+    import edgeemb
+
+    with loading(variant):
+        enc = edgeemb.load(threads=1, mem_pattern=variant.get("mp", "0") == "1")
+    if variant.get("trim") in ("load", "all"):
+        malloc_trim()
+    if "tokens" in variant:
+        enc.max_tokens = int(variant["tokens"])
+    return enc
+
+
+@contextlib.contextmanager
+def encoding(variant: dict[str, str]) -> Iterator[None]:
+    """Encode-time settings of a variant: the tokenising span (encoder.py's constants) and prefix tokenising."""
+    from edgeemb.encode import batching
+    from edgeemb.encode import encoder as encoder_module
+
+    saved = encoder_module.CHUNK_TEXTS, encoder_module.CHUNK_CHARS, batching.TextTokenizer.tokenize
+    if "span" in variant:
+        texts, chars = variant["span"].split(":")
+        encoder_module.CHUNK_TEXTS, encoder_module.CHUNK_CHARS = int(texts), int(chars)
+    tokenize = saved[2]
+    if int(variant.get("prefix", "0")):
+        k = int(variant["prefix"])
+        tokenize = lambda self, texts: prefix_tokenize(self, texts, k)
+    if "group" in variant:  # tokenise a span in groups: the tokenizer's encodings live per group, not per span
+        texts_cap, chars_cap = (int(x) for x in variant["group"].split(":"))
+        whole = tokenize
+
+        def tokenize(self: Any, texts: list[str]) -> Any:
+            return grouped_tokenize(self, texts, whole, texts_cap, chars_cap)
+    if variant.get("drop") == "1":  # as `del tok` at the end of encode()'s span loop: the previous span's id
+        done: list[Any] = []  # lists are freed before the next span is tokenised, not after
+        keep = tokenize
+
+        def tokenize(self: Any, texts: list[str]) -> Any:
+            while done:
+                old = done.pop()
+                old.ids.clear()
+                old.type_ids.clear()
+            done.append(keep(self, texts))
+            return done[-1]
+    if variant.get("trim") in ("tok", "all"):  # trim after tokenising each span: its transient heap goes back
+        inner = tokenize
+
+        def tokenize(self: Any, texts: list[str]) -> Any:
+            out = inner(self, texts)
+            malloc_trim()
+            return out
+    batching.TextTokenizer.tokenize = tokenize  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        encoder_module.CHUNK_TEXTS, encoder_module.CHUNK_CHARS, batching.TextTokenizer.tokenize = saved
+
+
+def child(case: str, n: int, spec: str, save: str) -> dict:
+    """One measurement in this (fresh) process: RSS at each stage, the peak, the output."""
+    import numpy as np
+    import onnxruntime  # noqa: F401 - counted in the imports' RSS, as numpy and tokenizers
     import tokenizers  # noqa: F401
+    from edgeemb_bench import probes
 
     def rss() -> float:
         return probes.resident_kb().get("VmRSS", 0) / 1024
 
+    variant = parse_variant(spec)
     stages = {"imports": rss()}
     texts = texts_for(case, n)
     stages["texts"] = rss()
@@ -78,20 +300,24 @@ def child(case: str, n: int, mem_pattern: bool, max_tokens: int | None) -> dict:
             out_mb = 0.0
             index.close()
     else:
-        enc = edgeemb.load(threads=1, mem_pattern=mem_pattern)
-        if max_tokens:
-            enc.max_tokens = max_tokens
+        enc = load_variant(variant)
         stages["load"] = rss()
+        load_peak = probes.peak_rss_mb() or 0.0
         import warnings
 
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), encoding(variant):
             warnings.simplefilter("ignore")
             out = enc.encode(texts)
         out_mb = out.nbytes / 2**20
+        if save:
+            np.save(save, out)
     seconds = time.perf_counter() - start
     peak = probes.peak_rss_mb() or 0.0
-    return {"case": case, "texts": n, "chars": sum(map(len, texts)), "mem_pattern": mem_pattern,
-            "max_tokens": max_tokens or enc.max_tokens, "rss_mb": {k: round(v, 1) for k, v in stages.items()},
+    kb = probes.resident_kb()
+    return {"case": case, "texts": n, "chars": sum(map(len, texts)), "variant": spec,
+            "max_tokens": enc.max_tokens, "rss_mb": {k: round(v, 1) for k, v in stages.items()},
+            "load_peak_mb": round(load_peak, 1) if case != "index-static" else None,
+            "end_anon_file_mb": [round(kb.get("RssAnon", 0) / 1024, 1), round(kb.get("RssFile", 0) / 1024, 1)],
             "peak_mb": round(peak, 1), "output_mb": round(out_mb, 1), "peak_minus_output_mb": round(peak - out_mb, 1),
             "seconds": round(seconds, 1), "load_average": probes.load_average()}
 
@@ -104,25 +330,82 @@ def spawn(*args: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def speed(n: int, settings: list[int], rounds: int) -> list[dict]:
-    """encode() of n sentences per mem_pattern setting, interleaved over rounds, in one process (sessions warm)."""
-    from edgeemb_bench import data, probes
+def speed(case: str, n: int, specs: list[str], rounds: int) -> list[dict]:
+    """encode() of n texts of a case per variant, interleaved over rounds, in one process (sessions warm)."""
+    import warnings
 
+    from edgeemb_bench import probes
+
+    texts = texts_for(case, n)
+    variants = [parse_variant(s) for s in specs]
+    encs = [load_variant(v) for v in variants]
+    times: list[list[float]] = [[] for _ in specs]
+    outs: list[Any] = [None] * len(specs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for enc, v in zip(encs, variants):  # warm-up
+            with encoding(v):
+                enc.encode(texts[:64])
+        for r in range(rounds):
+            order = list(range(len(specs)))
+            for i in order if r % 2 == 0 else order[::-1]:
+                with encoding(variants[i]):
+                    t = time.process_time()
+                    outs[i] = encs[i].encode(texts)
+                    times[i].append(time.process_time() - t)
+    ref = outs[0]
+    return [{"case": case, "variant": s, "texts_per_cpu_s": [round(n / t, 1) for t in times[i]],
+             "identical_to_first": bool((outs[i] == ref).all()),
+             "max_abs_diff": float(abs(outs[i] - ref).max()), "load_average": probes.load_average()}
+            for i, s in enumerate(specs)]
+
+
+def adversarial_texts(max_length: int, k: int) -> list[str]:
+    """Texts whose cut point sits where a non-local tokeniser would go wrong: a word, accent, special token or
+    ideograph across the cut, runs of spaces and other whitespace, no space at all."""
+    short = max_length * k
+    word = "antidisestablishmentarianism "
+    base = (word * (short // len(word) + 40))
+    out = [base, base.replace(" ", "\u00a0"), base.replace(" ", "\t"), base.replace(" ", "\n"),
+           "x" * (short + 500), "a " * (short // 2 + 300),  # one-character words: overflows late
+           ("e\u0301 " * (short // 3 + 200)), ("[SEP] [CLS]" * (short // 10 + 50)),
+           ("中文" * (short // 2 + 100)), ("ab中" * (short // 3 + 100)),
+           ("Ünïcödé wörds, with punctuation!? " * (short // 30 + 40)),
+           (" " * (short + 10)) + "tail words here", "\u3000".join(["漢字"] * (short // 3 + 50))]
+    for shift in range(-3, 4):  # the cut lands inside, before and after a long word
+        out.append("w" * (short + shift) + " " + "tokens " * 400)
+        out.append("word " * ((short + shift) // 5) + "x" * 120 + " more " * 300)
+    for m in range(0, short // 9, 2):  # a many-token word straddles both the cut and the max_length-th token
+        out.append("thousand " * m + "antidisestablishmentarianism " * (short // 20))
+    for m in range(short // 12, short // 9, 3):  # a word over WordPiece's 100 characters ([UNK] whole) across
+        out.append("thousand " * m + ("abcdefghij" * 15 + " ") * (short // 100))  # the cut: a piece of it is not
+    return out
+
+
+def check_ids(k: int, n_per_case: int) -> list[dict]:
+    """prefix_tokenize against TextTokenizer.tokenize on en/zh 2 KB and 16 KB texts and adversarial texts: the
+    ids, type ids and truncation count must be identical; the seconds of each are printed."""
     import edgeemb
 
-    texts = data.sentences("en_corpus", 0, n)
-    encs = {s: edgeemb.load(threads=1, mem_pattern=bool(s)) for s in settings}
-    outs = {s: encs[s].encode(texts[:64]) for s in settings}  # warm-up
-    times: dict[int, list[float]] = {s: [] for s in settings}
-    for r in range(rounds):
-        for s in settings if r % 2 == 0 else settings[::-1]:
-            t = time.process_time()
-            outs[s] = encs[s].encode(texts)
-            times[s].append(time.process_time() - t)
-    ref = outs[settings[0]]
-    return [{"mem_pattern": bool(s), "texts_per_cpu_s": [round(n / t) for t in times[s]],
-             "identical_to_first": bool((outs[s] == ref).all()), "load_average": probes.load_average()}
-            for s in settings]
+    enc = edgeemb.load(threads=1)
+    tt = enc.tokenizer
+    rows = []
+    sets = [(f"{corpus}/{case}", texts_for(case, n_per_case, corpus))
+            for corpus in ("en_corpus", "zh_corpus") for case in ("short", "2k", "16k")]
+    sets.append(("adversarial", adversarial_texts(tt.max_length, k)))
+    for name, texts in sets:
+        t = time.process_time()
+        old = tt.tokenize(texts)
+        t_old = time.process_time() - t
+        t = time.process_time()
+        new = prefix_tokenize(tt, texts, k)
+        t_new = time.process_time() - t
+        bad = [i for i in range(len(texts)) if old.ids[i] != new.ids[i] or old.type_ids[i] != new.type_ids[i]]
+        rows.append({"set": name, "texts": len(texts), "word_local": tt._word_local,
+                     "prefix_cut": tt.last_prefix_stats[0], "retokenised": tt.last_prefix_stats[1],
+                     "differing": len(bad), "truncated_old_new": [old.truncated, new.truncated],
+                     "cpu_s_old_new": [round(t_old, 3), round(t_new, 3)]})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -131,36 +414,59 @@ def main(argv: list[str] | None = None) -> None:
     run = sub.add_parser("run", help="every case in a fresh process")
     run.add_argument("--cases", nargs="*", default=list(FULL), choices=list(FULL))
     run.add_argument("--quick", action="store_true", help="fewer texts per case (the peak minus output holds)")
-    run.add_argument("--mem-pattern", nargs="*", type=int, default=[0], help="onnxruntime memory patterns: 1, 0")
+    run.add_argument("--mem-pattern", nargs="*", type=int, default=[0], help="shorthand for variants mp=1, mp=0")
+    run.add_argument("--variants", nargs="*", default=None, help="variants (see the module doc); overrides --mem-pattern")
     run.add_argument("--max-tokens", type=int, default=None)
     run.add_argument("--json", type=Path, default=None, help="write the rows here too")
-    sp = sub.add_parser("speed", help="throughput per mem_pattern setting, interleaved")
+    sp = sub.add_parser("speed", help="throughput per variant, interleaved")
+    sp.add_argument("--case", default="short", choices=["short", "2k", "16k"])
     sp.add_argument("--mem-pattern", nargs="*", type=int, default=[1, 0])
+    sp.add_argument("--variants", nargs="*", default=None)
     sp.add_argument("--texts", type=int, default=3000)
     sp.add_argument("--rounds", type=int, default=3)
+    ci = sub.add_parser("check-ids", help="prefix tokenising gives the same ids")
+    ci.add_argument("--prefix", type=int, default=8)
+    ci.add_argument("--texts", type=int, default=300)
     ch = sub.add_parser("child")
     ch.add_argument("case")
     ch.add_argument("n", type=int)
-    ch.add_argument("mem_pattern", type=int)
-    ch.add_argument("max_tokens", type=int)
+    ch.add_argument("variant")
+    ch.add_argument("save", nargs="?", default="")
     args = ap.parse_args(argv)
     if args.cmd == "child":
-        print(json.dumps(child(args.case, args.n, bool(args.mem_pattern), args.max_tokens or None)))
+        print(json.dumps(child(args.case, args.n, args.variant, args.save)))
         return
+    if args.cmd == "check-ids":
+        for row in check_ids(args.prefix, args.texts):
+            print(json.dumps(row), flush=True)
+        return
+    specs = args.variants if args.variants is not None else [f"mp={m}" for m in args.mem_pattern]
+    if getattr(args, "max_tokens", None):
+        specs = [",".join(filter(None, [s if s != "base" else "", f"tokens={args.max_tokens}"])) for s in specs]
     if args.cmd == "speed":
-        for row in speed(args.texts, args.mem_pattern, args.rounds):
-            print(json.dumps(row))
+        for row in speed(args.case, args.texts, specs, args.rounds):
+            print(json.dumps(row), flush=True)
         return
     rows = []
     sizes = QUICK if args.quick else FULL
-    for case in args.cases:
-        for mp in ([1] if case == "index-static" else args.mem_pattern):
-            row = spawn("child", case, str(sizes[case]), str(mp), str(args.max_tokens or 0))
-            rows.append(row)
-            print(f"{case:12s} n={row['texts']:<7d} mem_pattern={int(mp)} load {row['rss_mb']['load']:6.1f} MB  "
-                  f"peak {row['peak_mb']:6.1f}  output {row['output_mb']:6.1f}  peak-output "
-                  f"{row['peak_minus_output_mb']:6.1f}  {row['seconds']:7.1f} s  load avg {row['load_average'][0]}",
-                  flush=True)
+    with tempfile.TemporaryDirectory(prefix="encode_memory.") as tmp:
+        for case in args.cases:
+            first = None
+            for j, spec in enumerate(["base"] if case == "index-static" else specs):
+                save = str(Path(tmp) / f"{case}-{j}.npy") if len(specs) > 1 and case != "index-static" else ""
+                row = spawn("child", case, str(sizes[case]), spec, save)
+                if save:
+                    import numpy as np
+
+                    out = np.load(save)
+                    first = out if first is None else first
+                    row["identical_to_first"] = bool(out.shape == first.shape and (out == first).all())
+                    Path(save).unlink() if j else None
+                rows.append(row)
+                print(f"{case:12s} n={row['texts']:<7d} {spec:28s} load {row['rss_mb']['load']:6.1f} MB  "
+                      f"peak {row['peak_mb']:6.1f}  output {row['output_mb']:6.1f}  peak-output "
+                      f"{row['peak_minus_output_mb']:6.1f}  {row['seconds']:7.1f} s  "
+                      f"same={row.get('identical_to_first', '-')}  load avg {row['load_average'][0]}", flush=True)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=1))

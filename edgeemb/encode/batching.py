@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -13,6 +14,41 @@ from .unigram import UnigramTokenizer, load_unigram
 
 CHARS_PER_TOKEN_CAP = 64  # a huge text is cut to max_length * 64 characters before tokenising
 MAX_WINDOWS = 64  # long_text="window": at most this many windows of max_length tokens per text (memory bound)
+PREFIX_CHARS_PER_TOKEN = 8  # a longer text is first tokenised to a word boundary near max_length * 8 characters
+GROUP_TEXTS, GROUP_CHARS = 256, 1 << 15  # texts per encode_batch call: its Encodings hold ~200 bytes a token
+
+
+def word_local(tokenizer: Tokenizer) -> bool:
+    """Whether a cut before a space (or a CJK ideograph) splits a text's tokens exactly there: BertNormalizer or
+    none (each step maps characters one by one; NFD cannot reorder across a starter), BertPreTokenizer, WordPiece
+    (each word alone), and no added token holding a space or ideograph (docs/results/encode-memory.md)."""
+    from tokenizers import models, normalizers, pre_tokenizers
+
+    norm = tokenizer.normalizer
+    if norm is not None and not isinstance(norm, normalizers.BertNormalizer):
+        return False
+    if not isinstance(tokenizer.pre_tokenizer, pre_tokenizers.BertPreTokenizer) \
+            or not isinstance(tokenizer.model, models.WordPiece):
+        return False
+    cjk = norm is not None and bool(norm.handle_chinese_chars)
+    return all(not any(c.isspace() or (cjk and _is_cjk(c)) for c in t.content)
+               for t in tokenizer.get_added_tokens_decoder().values())
+
+
+def _is_cjk(c: str) -> bool:
+    """A CJK ideograph of the two main blocks, a word of its own under BertNormalizer(handle_chinese_chars)."""
+    o = ord(c)
+    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF
+
+
+def _word_cut(text: str, n: int, cjk: bool) -> int:
+    """The largest p <= n with text[p] a space (or, with cjk, an ideograph, looking 64 characters back); 0: none."""
+    p = text.rfind(" ", 0, n + 1)
+    if cjk:
+        for q in range(n, max(p, n - 64, 0), -1):
+            if _is_cjk(text[q]):
+                return q
+    return max(p, 0)
 
 
 @dataclass
@@ -78,17 +114,49 @@ class TextTokenizer:
         self.tokenizer.enable_truncation(max_length - (eos_id is not None))
         self.max_length, self.pad_id, self.padding_side = max_length, pad_id, padding_side
         self.eos_id = eos_id
+        hf = self.tokenizer if isinstance(self.tokenizer, Tokenizer) else None  # the compact Unigram is not
+        self.word_local = hf is not None and word_local(hf)
+        self._cjk = hf is not None and self.word_local and hf.normalizer is not None \
+            and bool(hf.normalizer.handle_chinese_chars)
 
     def tokenize(self, texts: list[str]) -> Tokenized:
-        """Token ids per text; huge texts are cut first so tokenising stays bounded."""
+        """Token ids per text; huge texts are cut first, and texts go to the tokenizer in groups of GROUP_TEXTS /
+        GROUP_CHARS, so its own Encodings never hold more than one group (same ids as one call)."""
         cap = self.max_length * CHARS_PER_TOKEN_CAP
-        encs = self.tokenizer.encode_batch([t[:cap] for t in texts])  # also for one text: Tokenizer.encode
-        # measured 0.05 ms slower per query end to end (A/B, interleaved, one pinned core)
-        truncated = sum(1 for t, e in zip(texts, encs) if e.overflowing or len(t) > cap)
-        if self.eos_id is not None:
-            eos = [self.eos_id]
-            return Tokenized([e.ids + eos for e in encs], [e.type_ids + [0] for e in encs], truncated)
-        return Tokenized([e.ids for e in encs], [e.type_ids for e in encs], truncated)
+        eos = [] if self.eos_id is None else [self.eos_id]
+        ids: list[list[int]] = []
+        type_ids: list[list[int]] = []
+        truncated, start, chars = 0, 0, 0
+        for i, text in enumerate(texts):
+            chars += min(len(text), cap)
+            if i + 1 == len(texts) or i + 1 - start >= GROUP_TEXTS or chars >= GROUP_CHARS:
+                group = texts[start:i + 1]
+                encs = self._encode(group, cap)
+                truncated += sum(1 for t, e in zip(group, encs) if e.overflowing or len(t) > cap)
+                ids += [e.ids + eos for e in encs]
+                type_ids += [e.type_ids + [0] * len(eos) for e in encs]
+                start, chars = i + 1, 0
+        return Tokenized(ids, type_ids, truncated)
+
+    def _encode(self, texts: list[str], cap: int) -> list[Any]:  # tokenizers.Encoding or UnigramEncoding
+        """encode_batch of the texts cut to cap characters. With a word-local tokenizer, a text over max_length *
+        PREFIX_CHARS_PER_TOKEN characters is tokenised to a word boundary near there first: a prefix that overflows
+        max_length keeps the capped text's ids (its tokens start with the prefix's); the others are tokenised again
+        whole (16 KB texts: 9x less tokenising, 15 MB less peak; docs/results/encode-memory.md)."""
+        capped = [t[:cap] for t in texts]
+        cuts: dict[int, int] = {}
+        if self.word_local:
+            short = self.max_length * PREFIX_CHARS_PER_TOKEN
+            for i, t in enumerate(capped):
+                p = _word_cut(t, short, self._cjk) if len(t) > short else 0
+                if p > 0:
+                    cuts[i] = p
+        encs: list[Any] = self.tokenizer.encode_batch([t[:cuts[i]] if i in cuts else t for i, t in enumerate(capped)])
+        redo = [i for i in cuts if not encs[i].overflowing]
+        if redo:
+            for i, enc in zip(redo, self.tokenizer.encode_batch([capped[i] for i in redo])):
+                encs[i] = enc
+        return encs
 
     def tokenize_windows(self, texts: list[str]) -> tuple[Tokenized, np.ndarray]:
         """Every text as consecutive windows of at most max_length tokens (special tokens in each), for

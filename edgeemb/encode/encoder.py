@@ -20,7 +20,7 @@ from ..progress import Progress
 from ..similarity import cosine
 from ..sysinfo import physical_cores
 from . import pooling
-from .backend import Backend, OnnxBackend
+from .backend import Backend, OnnxBackend, release_free_heap
 from .batching import CHARS_PER_TOKEN_CAP, MAX_WINDOWS, Batch, TextTokenizer, check_texts
 from .parallel import SessionPool, one_ahead
 
@@ -256,6 +256,8 @@ class Encoder:
                 tok, owner = self.tokenizer.tokenize_windows(texts[start:end])
             else:
                 tok, owner = self.tokenizer.tokenize(texts[start:end]), None
+            if len(spans) > 1:  # what tokenising freed is not kept resident under the batches' peak (not per query)
+                release_free_heap()
             batches = self.tokenizer.batches(tok, batch_size, max_tokens)
             return _Span(start, tok.truncated, owner, list(batches) if padded else batches)
 
