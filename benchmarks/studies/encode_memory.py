@@ -1,5 +1,8 @@
 """Encoding memory study (issue 14, "Memory that is not bounded"): peak RSS of encode() per case, fresh process each.
 
+A study script, not library code: over 400 lines because the parent, its child processes and the variants they
+monkeypatch share one file, so every committed figure comes from one command.
+
     .venv/bin/python benchmarks/studies/encode_memory.py run                 # the issue's sizes (slow on 2 cores)
     .venv/bin/python benchmarks/studies/encode_memory.py run --quick         # fewer texts, same shapes
     .venv/bin/python benchmarks/studies/encode_memory.py run --cases 16k --mem-pattern 1 0 --json out.json

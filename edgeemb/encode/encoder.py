@@ -1,4 +1,8 @@
-"""One Encoder for every bundle kind: tokenise, run the ONNX graph once per batch, pool, normalise."""
+"""One Encoder for every bundle kind: tokenise, run the ONNX graph once per batch, pool, normalise.
+
+Over 400 lines because encode() and its windowed variant share the span, overlap and session plumbing with
+load(); the threads themselves live in parallel.py, tokenising in batching.py.
+"""
 from __future__ import annotations
 
 import threading

@@ -8,6 +8,8 @@ holds an added token's content goes through its encode (which splits added token
 returns each word as one fused unknown). Only the model (segmentation), the template post-processing and
 truncation are done here, each following tokenizers' Rust source (models/unigram/model.rs `encode_optimized`
 and `tokenize`, processors/template.rs, tokenizer/encoding.rs `truncate`, utils/truncation.rs).
+Over 400 lines because it is one port: loading, segmentation, post-processing and truncation sit side by side so
+each can be read against its Rust counterpart.
 """
 from __future__ import annotations
 
