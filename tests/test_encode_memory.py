@@ -76,7 +76,7 @@ def test_default_session_runs_without_memory_patterns(default_bundle):
 
 
 def _prefix_study():
-    """The study's prefix-first and grouped tokenising (proposed for TextTokenizer.tokenize), its adversarial texts."""
+    """The memory study: its adversarial texts and prefix statistics for TextTokenizer.tokenize."""
     return pytest.importorskip("edgeemb_bench.studies.encode_memory")
 
 
@@ -102,48 +102,56 @@ def _tokenizer(default_bundle):
     return TextTokenizer(default_bundle / "tokenizer.json", 256)
 
 
-def test_tokenising_gives_the_whole_capped_texts_ids(default_bundle):
-    """TextTokenizer.tokenize and the prefix-first / grouped variants give exactly whole tokenising's ids."""
+def test_tokenising_gives_the_whole_capped_texts_ids(default_bundle, monkeypatch):
+    """TextTokenizer.tokenize (prefix-first, grouped) gives exactly whole tokenising's ids, in any group size."""
+    from edgeemb.encode import batching
+
     study = _prefix_study()
     tt = _tokenizer(default_bundle)
-    assert study.bert_word_local(tt.tokenizer)  # MiniLM's tokenizer qualifies, so the prefix path is taken
-    texts = study.adversarial_texts(tt.max_length, 8) + _long_texts() + ["short one", ""]
+    assert tt.word_local  # MiniLM's tokenizer qualifies, so the prefix path is taken
+    texts = study.adversarial_texts(tt.max_length, batching.PREFIX_CHARS_PER_TOKEN) + _long_texts() + ["short one", ""]
     ids, type_ids, truncated = _whole(tt, texts)
-    for tok in (tt.tokenize(texts), study.prefix_tokenize(tt, texts, 8),
-                study.grouped_tokenize(tt, texts, lambda self, part: study.prefix_tokenize(self, part, 8), 3, 20_000)):
-        assert tok.ids == ids and tok.type_ids == type_ids and tok.truncated == truncated
-    study.prefix_tokenize(tt, texts, 8)
-    cut, redo = tt.last_prefix_stats
+    tok = tt.tokenize(texts)
+    assert tok.ids == ids and tok.type_ids == type_ids and tok.truncated == truncated
+    monkeypatch.setattr(batching, "GROUP_TEXTS", 3)
+    monkeypatch.setattr(batching, "GROUP_CHARS", 20_000)
+    tok = tt.tokenize(texts)
+    assert tok.ids == ids and tok.type_ids == type_ids and tok.truncated == truncated
+    cut, redo = study.prefix_stats(tt, texts)
     assert cut > redo > 0  # some prefixes overflowed (kept), some did not (tokenised again whole)
 
 
 def test_a_cut_inside_a_word_would_change_ids(default_bundle, monkeypatch):
     """The check above is sensitive: cutting at the character budget instead of a word boundary changes ids."""
+    from edgeemb.encode import batching
+
     study = _prefix_study()
     tt = _tokenizer(default_bundle)
-    texts = study.adversarial_texts(tt.max_length, 8)
-    monkeypatch.setattr(study, "word_cut", lambda text, n, cjk: n)
-    assert study.prefix_tokenize(tt, texts, 8).ids != _whole(tt, texts)[0]
+    texts = study.adversarial_texts(tt.max_length, batching.PREFIX_CHARS_PER_TOKEN)
+    assert tt.tokenize(texts).ids == _whole(tt, texts)[0]
+    monkeypatch.setattr(batching, "_word_cut", lambda text, n, cjk: n)
+    assert tt.tokenize(texts).ids != _whole(tt, texts)[0]
 
 
 def test_prefix_tokenising_refuses_tokenizers_that_are_not_word_local():
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
-    study = _prefix_study()
+    from edgeemb.encode.batching import word_local
+
     vocab = {"[UNK]": 0, "a": 1, "##b": 2}
     bert = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     bert.normalizer = normalizers.BertNormalizer()
     bert.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    assert study.bert_word_local(bert)
+    assert word_local(bert)
     byte_level = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     byte_level.pre_tokenizer = pre_tokenizers.ByteLevel()  # attaches a space to the next word
-    assert not study.bert_word_local(byte_level)
+    assert not word_local(byte_level)
     nfkc = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     nfkc.normalizer = normalizers.NFKC()
     nfkc.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    assert not study.bert_word_local(nfkc)
+    assert not word_local(nfkc)
     bert.add_special_tokens(["<two words>"])  # an added token with a space could straddle the cut
-    assert not study.bert_word_local(bert)
+    assert not word_local(bert)
 
 
 @pytest.mark.parametrize("graph_cache", ["1", "0"])
@@ -164,16 +172,3 @@ def test_loading_hands_freed_heap_back(default_bundle, monkeypatch, graph_cache)
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert backend._malloc_trim is not None  # found and called, not silently skipped
 
-
-def test_text_tokenizer_takes_the_prefix_path_and_the_check_sees_a_bad_cut(default_bundle, monkeypatch):
-    """TextTokenizer.tokenize itself (not the study's copy) tokenises prefixes first for MiniLM, and the ids
-    check above would catch it cutting inside a word."""
-    from edgeemb.encode import batching
-
-    study = _prefix_study()
-    tt = _tokenizer(default_bundle)
-    assert tt.word_local
-    texts = study.adversarial_texts(tt.max_length, batching.PREFIX_CHARS_PER_TOKEN)
-    assert tt.tokenize(texts).ids == _whole(tt, texts)[0]
-    monkeypatch.setattr(batching, "_word_cut", lambda text, n, cjk: n)
-    assert tt.tokenize(texts).ids != _whole(tt, texts)[0]

@@ -64,15 +64,9 @@ def sentence_kinds(tmp_path_factory):
     pytest.importorskip("sentence_transformers", reason="needs the export extra")
     from edgeemb_export.common.onnx_tools import quantize_int4
     from edgeemb_export.sentence.export import export_sentence
-    from test_sentence_archs import build_st_folder  # the arch tests' tiny BERT
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from test_sentence_archs import build_st_folder, train_wordpiece  # the arch tests' tiny BERT
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(TEXTS * 10, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok = train_wordpiece(TEXTS * 10, 200)
     folder = tmp_path_factory.mktemp("inv_sentence")
     src, _ = build_st_folder("bert", folder, tok)
     fp32 = export_sentence(src, folder / "fp32", "none", check=False)

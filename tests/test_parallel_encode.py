@@ -196,15 +196,9 @@ def test_keyboard_interrupt_leaves_no_thread_running(default_bundle, small_spans
 def tiny_int8(tmp_path_factory):
     pytest.importorskip("sentence_transformers", reason="needs the export extra")
     from edgeemb_export.sentence.export import export_sentence
-    from test_sentence_archs import build_st_folder
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from test_sentence_archs import build_st_folder, train_wordpiece
 
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(WORDS * 20, trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials))
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
-                                                       special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
+    tok = train_wordpiece(WORDS * 20, 120)
     folder = tmp_path_factory.mktemp("parallel_tiny")
     src, _ = build_st_folder("bert", folder, tok)
     return export_sentence(src, folder / "int8", "int8", check=False)

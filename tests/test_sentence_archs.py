@@ -42,17 +42,22 @@ ARCHS = {
 }
 
 
-@pytest.fixture(scope="module")
-def wordpiece():
+def train_wordpiece(texts, vocab_size):
+    """A BERT-style WordPiece tokenizer trained on texts ([CLS] $A [SEP]), for the tiny models of the tests."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok.train_from_iterator(TEXTS * 10, trainers.WordPieceTrainer(vocab_size=200, special_tokens=specials))
+    tok.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=specials))
     tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]",
                                                        special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
     return tok
+
+
+@pytest.fixture(scope="module")
+def wordpiece():
+    return train_wordpiece(TEXTS * 10, 200)
 
 
 def build_st_folder(name, folder, tokenizer):

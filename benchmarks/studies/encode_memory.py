@@ -20,9 +20,10 @@ the variants interleaved round by round, in CPU time (pin it to one core with ta
 
 A variant is `base` or comma-separated `key=value`s: `mp` (memory patterns 0/1, default 0 as load()), `cache`
 (the optimised graph copy, EDGEEMB_GRAPH_CACHE, default 1), `prepack` (0 sets session.disable_prepacking), `span`
-(CHUNK_TEXTS:CHUNK_CHARS of encoder.py, monkeypatched), `prefix` (k: tokenise a whitespace-cut prefix of
-max_length * k characters first, re-tokenising the capped text only where it did not overflow; see
-prefix_tokenize), `group` (texts:chars: tokenise each span in groups this size, same ids; see grouped_tokenize), `drop` (1: the
+(CHUNK_TEXTS:CHUNK_CHARS of encoder.py, monkeypatched), `prefix` (k: batching.PREFIX_CHARS_PER_TOKEN,
+a word-boundary prefix of max_length * k characters tokenised first, the capped text again only where it did not
+overflow; 0 turns it off), `group` (texts:chars: batching.GROUP_TEXTS:GROUP_CHARS; a huge value gives one call per
+span, as before session 7), `drop` (1: the
 previous span's ids freed before the next span is tokenised, as a `del tok` in encode() would), `tokens`
 (max_tokens), `trim` (glibc malloc_trim(0): `0` none, as before session 7; `load`, after creating the
 session, which backend.py now does by default; `tok` also after tokenising each span; `all` = load + tok); a key with a dot is an onnxruntime session config entry. `run` and
@@ -84,97 +85,29 @@ def parse_variant(spec: str) -> dict[str, str]:
     return out
 
 
-# ---- the prefix-first tokenisation (item 4): the function batching.TextTokenizer.tokenize would become ----
+# ---- the prefix-first tokenisation (item 4), as batching.TextTokenizer does it since session 7 ----
 
-def bert_word_local(tokenizer: Any) -> bool:
-    """Whether cutting a text before a space or a CJK ideograph splits its tokens exactly there: a BertNormalizer
-    (or none; every step of it maps characters one by one, NFD cannot reorder across a starter), the
-    BertPreTokenizer (splits on whitespace and punctuation, and the normaliser isolates CJK ideographs), a
-    WordPiece model (each word alone), and no added token that itself holds a space or an ideograph."""
-    from tokenizers import models, normalizers, pre_tokenizers
+def prefix_stats(tt: Any, texts: list[str]) -> tuple[int, int]:
+    """How many texts TextTokenizer.tokenize cuts to a prefix first, and how many of those it tokenises again
+    whole because the prefix did not overflow max_length (the same decisions as batching.TextTokenizer._encode)."""
+    from edgeemb.encode import batching
 
-    norm = tokenizer.normalizer
-    if norm is not None and not isinstance(norm, normalizers.BertNormalizer):
-        return False
-    if not isinstance(tokenizer.pre_tokenizer, pre_tokenizers.BertPreTokenizer):
-        return False
-    if not isinstance(tokenizer.model, models.WordPiece):
-        return False
-    cjk_ok = norm is not None and bool(norm.handle_chinese_chars)
-    return all(not any(c.isspace() or (cjk_ok and is_cjk(c)) for c in t.content)
-               for t in tokenizer.get_added_tokens_decoder().values())
-
-
-def is_cjk(c: str) -> bool:
-    """A CJK ideograph of the two main blocks, which BertNormalizer(handle_chinese_chars) makes a word of its own."""
-    o = ord(c)
-    return 0x4E00 <= o <= 0x9FFF or 0x3400 <= o <= 0x4DBF
-
-
-def word_cut(text: str, n: int, cjk: bool) -> int:
-    """The largest p <= n with text[p] a space (or, with cjk, an ideograph): text[:p] ends at a word boundary.
-    0 when there is none (the caller then tokenises the whole text)."""
-    p = text.rfind(" ", 0, n + 1)
-    if cjk:
-        for q in range(n, max(p, n - 64, 0), -1):
-            if is_cjk(text[q]):
-                return q
-    return max(p, 0)
-
-
-def prefix_tokenize(self: Any, texts: list[str], k: int = 8) -> Any:
-    """TextTokenizer.tokenize, but a text longer than max_length * k characters is first tokenised only up to a
-    word boundary near that length; where that prefix already overflows max_length its kept ids are the capped
-    text's (the tokens of the rest can only follow them), otherwise the capped text is tokenised again."""
-    from edgeemb.encode.batching import CHARS_PER_TOKEN_CAP, Tokenized
-
-    cap = self.max_length * CHARS_PER_TOKEN_CAP
+    cap, short = tt.max_length * batching.CHARS_PER_TOKEN_CAP, tt.max_length * batching.PREFIX_CHARS_PER_TOKEN
     capped = [t[:cap] for t in texts]
-    cuts: dict[int, int] = {}
-    tok = self.tokenizer
-    exact = getattr(self, "_word_local", None)
-    if exact is None:
-        exact = self._word_local = bert_word_local(tok)
-    if exact and k > 0:
-        short = self.max_length * k
-        cjk = tok.normalizer is not None and bool(tok.normalizer.handle_chinese_chars)
-        for i, t in enumerate(capped):
-            if len(t) > short:
-                p = word_cut(t, short, cjk)
-                if p > 0:
-                    cuts[i] = p
-    encs = tok.encode_batch([t[:cuts[i]] if i in cuts else t for i, t in enumerate(capped)])
-    redo = [i for i in cuts if not encs[i].overflowing]
-    if redo:
-        for i, e in zip(redo, tok.encode_batch([capped[i] for i in redo])):
-            encs[i] = e
-    truncated = sum(1 for t, e in zip(texts, encs) if e.overflowing or len(t) > cap)
-    self.last_prefix_stats = (len(cuts), len(redo))
-    if self.eos_id is not None:
-        eos = [self.eos_id]
-        return Tokenized([e.ids + eos for e in encs], [e.type_ids + [0] for e in encs], truncated)
-    return Tokenized([e.ids for e in encs], [e.type_ids for e in encs], truncated)
+    cuts = [t[:p] for t in capped if tt.word_local and len(t) > short
+            for p in [batching._word_cut(t, short, tt._cjk)] if p > 0]
+    return len(cuts), sum(1 for e in tt.tokenizer.encode_batch(cuts) if not e.overflowing)
 
 
-def grouped_tokenize(self: Any, texts: list[str], tokenize: Any, max_texts: int, max_chars: int) -> Any:
-    """`tokenize` (a TextTokenizer.tokenize) over groups of at most max_texts texts and max_chars characters
-    (each counted up to the cut), joined: the same ids, while the tokenizer's own Encoding objects (tokens,
-    offsets, overflow: ~200 bytes a token) exist for one group at a time instead of the whole span."""
+def whole_tokenize(tt: Any, texts: list[str]) -> Any:
+    """The reference: every text cut to the character cap and tokenised whole, in one call (before session 7)."""
     from edgeemb.encode.batching import CHARS_PER_TOKEN_CAP, Tokenized
 
-    cap = self.max_length * CHARS_PER_TOKEN_CAP
-    ids: list[list[int]] = []
-    type_ids: list[list[int]] = []
-    truncated, start, chars = 0, 0, 0
-    for i, text in enumerate(texts):
-        chars += min(len(text), cap)
-        if i + 1 == len(texts) or i + 1 - start >= max_texts or chars >= max_chars:
-            part = tokenize(self, texts[start:i + 1])
-            ids += part.ids
-            type_ids += part.type_ids
-            truncated += part.truncated
-            start, chars = i + 1, 0
-    return Tokenized(ids, type_ids, truncated)
+    cap = tt.max_length * CHARS_PER_TOKEN_CAP
+    encs = tt.tokenizer.encode_batch([t[:cap] for t in texts])
+    eos = [] if tt.eos_id is None else [tt.eos_id]
+    return Tokenized([e.ids + eos for e in encs], [e.type_ids + [0] * len(eos) for e in encs],
+                     sum(1 for t, e in zip(texts, encs) if e.overflowing or len(t) > cap))
 
 
 # ---- applying a variant ----
@@ -238,20 +171,16 @@ def encoding(variant: dict[str, str]) -> Iterator[None]:
     from edgeemb.encode import batching
     from edgeemb.encode import encoder as encoder_module
 
-    saved = encoder_module.CHUNK_TEXTS, encoder_module.CHUNK_CHARS, batching.TextTokenizer.tokenize
+    saved = (encoder_module.CHUNK_TEXTS, encoder_module.CHUNK_CHARS, batching.TextTokenizer.tokenize,
+             batching.PREFIX_CHARS_PER_TOKEN, batching.GROUP_TEXTS, batching.GROUP_CHARS)
     if "span" in variant:
         texts, chars = variant["span"].split(":")
         encoder_module.CHUNK_TEXTS, encoder_module.CHUNK_CHARS = int(texts), int(chars)
-    tokenize = saved[2]
-    if int(variant.get("prefix", "0")):
-        k = int(variant["prefix"])
-        tokenize = lambda self, texts: prefix_tokenize(self, texts, k)
+    if "prefix" in variant:  # 0: no prefix path (every cut lands at 0)
+        batching.PREFIX_CHARS_PER_TOKEN = int(variant["prefix"])
     if "group" in variant:  # tokenise a span in groups: the tokenizer's encodings live per group, not per span
-        texts_cap, chars_cap = (int(x) for x in variant["group"].split(":"))
-        whole = tokenize
-
-        def tokenize(self: Any, texts: list[str]) -> Any:
-            return grouped_tokenize(self, texts, whole, texts_cap, chars_cap)
+        batching.GROUP_TEXTS, batching.GROUP_CHARS = (int(x) for x in variant["group"].split(":"))
+    tokenize = saved[2]
     if variant.get("drop") == "1":  # as `del tok` at the end of encode()'s span loop: the previous span's id
         done: list[Any] = []  # lists are freed before the next span is tokenised, not after
         keep = tokenize
@@ -274,7 +203,8 @@ def encoding(variant: dict[str, str]) -> Iterator[None]:
     try:
         yield
     finally:
-        encoder_module.CHUNK_TEXTS, encoder_module.CHUNK_CHARS, batching.TextTokenizer.tokenize = saved
+        (encoder_module.CHUNK_TEXTS, encoder_module.CHUNK_CHARS, batching.TextTokenizer.tokenize,
+         batching.PREFIX_CHARS_PER_TOKEN, batching.GROUP_TEXTS, batching.GROUP_CHARS) = saved
 
 
 def child(case: str, n: int, spec: str, save: str) -> dict:
@@ -386,9 +316,13 @@ def adversarial_texts(max_length: int, k: int) -> list[str]:
 
 
 def check_ids(k: int, n_per_case: int) -> list[dict]:
-    """prefix_tokenize against TextTokenizer.tokenize on en/zh 2 KB and 16 KB texts and adversarial texts: the
-    ids, type ids and truncation count must be identical; the seconds of each are printed."""
+    """TextTokenizer.tokenize (prefix-first and grouped, PREFIX_CHARS_PER_TOKEN = k) against whole tokenising on
+    en/zh 2 KB and 16 KB texts and adversarial texts: the ids, type ids and truncation count must be identical;
+    the seconds of each are printed."""
     import edgeemb
+    from edgeemb.encode import batching
+
+    batching.PREFIX_CHARS_PER_TOKEN = k
 
     enc = edgeemb.load(threads=1)
     tt = enc.tokenizer
@@ -398,14 +332,15 @@ def check_ids(k: int, n_per_case: int) -> list[dict]:
     sets.append(("adversarial", adversarial_texts(tt.max_length, k)))
     for name, texts in sets:
         t = time.process_time()
-        old = tt.tokenize(texts)
+        old = whole_tokenize(tt, texts)
         t_old = time.process_time() - t
         t = time.process_time()
-        new = prefix_tokenize(tt, texts, k)
+        new = tt.tokenize(texts)
         t_new = time.process_time() - t
+        cut, redo = prefix_stats(tt, texts)
         bad = [i for i in range(len(texts)) if old.ids[i] != new.ids[i] or old.type_ids[i] != new.type_ids[i]]
-        rows.append({"set": name, "texts": len(texts), "word_local": tt._word_local,
-                     "prefix_cut": tt.last_prefix_stats[0], "retokenised": tt.last_prefix_stats[1],
+        rows.append({"set": name, "texts": len(texts), "word_local": tt.word_local,
+                     "prefix_cut": cut, "retokenised": redo,
                      "differing": len(bad), "truncated_old_new": [old.truncated, new.truncated],
                      "cpu_s_old_new": [round(t_old, 3), round(t_new, 3)]})
     return rows

@@ -478,7 +478,11 @@ def load_unigram(path: str | Path) -> UnigramTokenizer | None:
     no unk_id, post-processors other than TemplateProcessing, only_second truncation, version != 1.0, and for
     a file tokenizers would refuse (it then says why). The file is read as bytes, the vocab array cut out and
     parsed entry by entry, the rest json.loads-ed: json.load of the whole 17 MB file would peak at ~165 MB."""
-    found = _read(Path(path).read_bytes())  # the bytes die on return, before the dict is built
+    data = Path(path).read_bytes()
+    if b'"Unigram"' not in data:  # WordPiece, BPE, ...: no regex scan of the whole file on every load
+        return None
+    found = _read(data)
+    del data  # the bytes die before the dict is built
     return None if found is None else _build(*found)
 
 
